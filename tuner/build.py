@@ -1,0 +1,66 @@
+"""Building the user-facing parts of a trial from config: data module and model."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import pytorch_lightning as pl
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from tuner.errors import UserError
+
+
+def _target_class(node: DictConfig, key: str) -> Any:
+    target = node.get("_target_")
+    if not target:
+        raise UserError(f"{key}._target_", target, "name a class, e.g. tuner.models.MLP")
+    module_name, _, attr = str(target).rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError, ValueError) as exc:
+        raise UserError(
+            f"{key}._target_",
+            target,
+            f"cannot import it ({type(exc).__name__}: {exc}); check the dotted path and that its "
+            "folder is on PYTHONPATH",
+        ) from None
+
+
+def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
+    """The data module named by ``data._target_``, prepared and set up for fitting."""
+    _target_class(cfg.data, "data")
+    node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "name"])
+    try:
+        datamodule = instantiate(node, _convert_="all")
+    except FileNotFoundError as exc:
+        raise UserError("data", exc.filename, "the data path does not exist; fix it in the data config") from None
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    return datamodule
+
+
+def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> nn.Module:
+    """The model named by ``model._target_``.
+
+    ``input_shape`` and ``num_classes`` come from the data module when the model's
+    constructor takes them and the config does not set them.
+    """
+    cls = _target_class(cfg.model, "model")
+    accepted = inspect.signature(cls).parameters
+    extra: dict[str, Any] = {}
+    for name in ("input_shape", "num_classes"):
+        if name in accepted and name not in cfg.model and hasattr(datamodule, name):
+            extra[name] = getattr(datamodule, name)
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])
+    try:
+        model = instantiate(node, _convert_="all", **extra)
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        raise UserError("model", str(cfg.model.get("_target_")), f"cannot build the model ({type(cause).__name__}: {cause})") from None
+    if not isinstance(model, nn.Module):
+        raise UserError("model._target_", cfg.model._target_, "must build a torch.nn.Module")
+    return model

@@ -1,0 +1,151 @@
+"""``python -m tuner [overrides]``: compose the config, check it, run the chosen mode.
+
+Configs are composed with Hydra's compose API rather than ``@hydra.main`` so that every
+user error, Hydra's own included, ends as one line naming the key and the fix (exit 2),
+and so that the Optuna loop, not a Hydra sweeper, runs the trials.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import traceback
+from importlib import resources
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.errors import UserError, as_user_error
+
+USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
+
+Runs a learning-rate study (mode=tune, the default), the LR range test (mode=find),
+a schedule plot (mode=schedule) or a report (mode=report), configured by Hydra overrides:
+  python -m tuner model=mlp optimizer=sgd schedule=warmup_cosine study.n_trials=40
+  python -m tuner search.params.lr.low=1e-5 trainer.max_steps=2000 study.name=my-study
+Options:
+  --cfg     print the composed config and exit
+  --quiet   print only the start and the final table
+  --debug   show the full traceback of an error
+"""
+
+
+def config_dir() -> Path:
+    """The ``conf/`` tree: shipped inside the package, or beside it in a source checkout."""
+    shipped = resources.files("tuner") / "conf"
+    if shipped.is_dir():
+        return Path(str(shipped))
+    return Path(__file__).resolve().parent.parent / "conf"
+
+
+def compose(overrides: list[str]) -> DictConfig:
+    """The composed config for these overrides, with the study named.
+
+    Raises:
+        UserError: an unknown group option, a misspelled key, a bad override.
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as exc:
+        raise _compose_error(exc, overrides) from None
+    choices = dict(cfg.hydra.runtime.choices)
+    with _open(cfg):
+        del cfg["hydra"]
+        if not cfg.study.name:
+            from tuner.config import config_hash
+
+            digest = config_hash(cfg, "data", "model", "optimizer", "schedule", "search", "trainer", "seed")
+            cfg.study.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}-{digest}"
+    try:
+        OmegaConf.resolve(cfg)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", None) or "config"
+        raise UserError(str(key), None, f"cannot resolve ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise UserError(missing[0], "???", f"this value is required: pass {missing[0]}=...")
+    return cfg
+
+
+class _open:
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> None:
+        OmegaConf.set_struct(self.cfg, False)
+
+    def __exit__(self, *exc: object) -> None:
+        OmegaConf.set_struct(self.cfg, True)
+
+
+def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
+    text = str(exc)
+    group = re.search(r"Could not find '([^']+)'", text)
+    if group:
+        path = group.group(1)
+        key, _, option = path.rpartition("/")
+        options = re.findall(r"^\t(\S+)$", text, flags=re.M)
+        fix = f"use one of {', '.join(options)}" if options else "check the option name"
+        return UserError(key or path, option, fix)
+    bad_key = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    if bad_key:
+        key = bad_key.group(1)
+        value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), None)
+        return UserError(key, value, "no such config key; check the spelling (python -m tuner --cfg lists every key)")
+    return UserError("overrides", " ".join(overrides), text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _run(cfg: DictConfig, *, quiet: bool) -> int:
+    from tuner.config import validate
+
+    specs = validate(cfg)
+    if cfg.mode == "tune":
+        from tuner.progress import StudyProgress, best_table, print_table
+        from tuner.tune import tune
+
+        result = tune(cfg, specs, progress=StudyProgress(quiet=quiet))
+        print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
+        if result.stopped_because:
+            print(f"stopped early: {result.stopped_because}")
+        print("Compare the trials in the MLflow UI:")
+        print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
+        return 0
+    raise UserError("mode", cfg.mode, "this mode is not available yet")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    flags = {a for a in args if a.startswith("--")}
+    overrides = [a for a in args if not a.startswith("--")]
+    debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
+    unknown = flags - {"--debug", "--quiet", "--cfg", "--help"}
+    if "--help" in flags or unknown:
+        print(USAGE, file=sys.stdout if not unknown else sys.stderr)
+        return 2 if unknown else 0
+    try:
+        cfg = compose(overrides)
+        if "--cfg" in flags:
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        return _run(cfg, quiet="--quiet" in flags)
+    except KeyboardInterrupt:
+        print("interrupted: finished trials are kept; run the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error}", file=sys.stderr)
+        return 2

@@ -1,0 +1,86 @@
+"""Checking a composed config before anything is created: every error names its key."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.errors import UserError, as_user_error
+from tuner.optimizers import validate_optimizer
+from tuner.schedules import validate_schedule
+from tuner.space import ParamSpec, parse_space
+from tuner.study import PRUNERS, SAMPLERS, STORAGES
+
+MODES = ("tune", "find", "schedule", "report")
+
+
+def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type = int) -> None:
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or (kind is int and not float(value).is_integer()):
+        noun = "a whole number" if kind is int else "a number"
+        raise UserError(key, value, f"give {noun} > 0" + (" (or null for no limit)" if allow_none else ""))
+
+
+def validate(cfg: DictConfig) -> list[ParamSpec]:
+    """Validates a composed config; returns the parsed search space.
+
+    Raises:
+        UserError: naming the first bad key, its value and the fix.
+    """
+    if cfg.mode not in MODES:
+        raise UserError("mode", cfg.mode, f"use one of {', '.join(MODES)}")
+    _positive(cfg, "study.n_trials")
+    _positive(cfg, "study.timeout", allow_none=True, kind=float)
+    _positive(cfg, "trainer.max_steps")
+    _positive(cfg, "trainer.val_check_interval")
+    _positive(cfg, "study.max_consecutive_failures")
+    if cfg.study.direction not in ("minimize", "maximize"):
+        raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
+    if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):
+        raise UserError("study.metric", cfg.study.metric, "select on a validation metric such as val_acc or val_loss")
+    if cfg.sampler.name not in SAMPLERS:
+        raise UserError("sampler.name", cfg.sampler.name, f"use one of {', '.join(SAMPLERS)}")
+    if cfg.pruner.name not in PRUNERS:
+        raise UserError("pruner.name", cfg.pruner.name, f"use one of {', '.join(PRUNERS)}")
+    if cfg.storage.backend not in STORAGES:
+        raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
+    specs = parse_space(cfg.search.get("params") or {}, cfg)
+    _check_components(cfg, {})
+    return specs
+
+
+def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:
+    """Checks the optimizer and schedule configs as a trial would build them."""
+    total = int(cfg.trainer.max_steps)
+    try:
+        validate_optimizer(_plain(cfg.optimizer))
+        validate_schedule(_plain(cfg.schedule), total)
+    except ValueError as exc:
+        error = as_user_error(exc)
+        if error is None:
+            raise
+        raise error from None
+
+
+def check_trial(cfg: DictConfig) -> None:
+    """Validates a trial's config after the sampled values were written into it."""
+    _check_components(cfg, {})
+
+
+def _plain(node: DictConfig) -> dict[str, Any]:
+    value = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(value, dict)
+    return {str(k): v for k, v in value.items()}
+
+
+def config_hash(cfg: DictConfig, *keys: str) -> str:
+    """A short hash of some top-level sections of the config."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(full, dict)
+    part = {k: full[k] for k in keys if k in full}
+    return hashlib.sha1(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:6]

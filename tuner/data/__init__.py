@@ -1,0 +1,8 @@
+"""Built-in data sets, each a LightningDataModule that needs no download."""
+
+from __future__ import annotations
+
+from tuner.data._arrays import ArrayDataModule, BatchLoader
+from tuner.data._builtin import MNIST1D, Digits, MNISTSubset
+
+__all__ = ["ArrayDataModule", "BatchLoader", "Digits", "MNIST1D", "MNISTSubset"]

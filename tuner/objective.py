@@ -1,0 +1,137 @@
+"""One trial end to end: trial config -> model, optimizer, schedule -> fit -> outcome."""
+
+from __future__ import annotations
+
+import logging
+import math
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.build import build_model
+from tuner.errors import UserError
+from tuner.schedules import lr_multiplier
+from tuner.tracking import TrialRun
+from tuner.training import DivergenceGuard, PruningCallback, StepTrace, TrialModule
+
+for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+@dataclass
+class Outcome:
+    """How a trial ended.
+
+    Attributes:
+        state: ``COMPLETE``, ``PRUNED`` or ``FAIL``.
+        value: Last value of the monitored metric (None if never evaluated).
+        reason: Why it was pruned or failed.
+        steps: Optimizer steps it took.
+        metrics: Final test-split metrics (complete trials only).
+        error: Formatted traceback of a failure.
+    """
+
+    state: str
+    value: float | None
+    reason: str | None = None
+    steps: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def warmup_steps(schedule: DictConfig | dict[str, Any], total_steps: int) -> int:
+    """Optimizer steps of the warmup (no pruning before they are over)."""
+    if schedule.get("warmup", "none") == "none":
+        return 0
+    explicit = schedule.get("warmup_steps")
+    if explicit is not None:
+        return int(explicit)
+    return int(float(schedule.get("warmup_fraction") or 0.0) * total_steps)
+
+
+def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
+    """A Lightning trainer that does only what a trial needs.
+
+    Checkpointing, the model summary, loggers and progress bars are off: the tracking
+    layer records what matters, and each of them costs time on every trial.
+    """
+    t = cfg.trainer
+    return pl.Trainer(
+        max_steps=int(t.max_steps),
+        max_epochs=-1,
+        accelerator=str(t.accelerator),
+        devices=t.devices,
+        strategy=t.strategy,
+        precision=t.precision,
+        val_check_interval=int(t.val_check_interval),
+        check_val_every_n_epoch=None,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=t.get("gradient_clip_val"),
+        callbacks=callbacks,
+    )
+
+
+def run_trial(
+    cfg: DictConfig,
+    datamodule: pl.LightningDataModule,
+    *,
+    trial: optuna.Trial | None,
+    run: TrialRun | None,
+) -> Outcome:
+    """Trains one trial config and says how it ended; the caller tells Optuna.
+
+    User errors (a metric the model never logs, a model that cannot be built) are
+    raised: they would fail every trial the same way. Anything else raised by the
+    model's code ends this trial as FAIL with its traceback.
+    """
+    pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    total = int(cfg.trainer.max_steps)
+    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
+    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
+    assert isinstance(schedule, dict) and isinstance(optimizer, dict)
+    warmup = warmup_steps(cfg.schedule, total)
+    trace = StepTrace(
+        flush_every=int(cfg.tracking.step_flush_every),
+        sink=run.log_steps if run is not None else None,
+        guard=DivergenceGuard(factor=float(cfg.trainer.divergence_factor)),
+    )
+    reporter = PruningCallback(
+        trial,
+        monitor=str(cfg.study.metric),
+        warmup_steps=warmup,
+        on_report=(lambda step, metrics: run.log_metrics(step, metrics)) if run is not None else None,
+    )
+    net = build_model(cfg, datamodule)
+    module = TrialModule(net, optimizer=optimizer, schedule=schedule, total_steps=total)
+    trainer = make_trainer(cfg, [trace, reporter])
+    try:
+        trainer.fit(module, datamodule=datamodule)
+    except UserError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            torch.cuda.empty_cache()
+        return Outcome("FAIL", reporter.last_value, f"{type(exc).__name__}: {exc}", trainer.global_step, error=traceback.format_exc())
+    steps = trainer.global_step
+    if trace.diverged:
+        return Outcome("PRUNED", reporter.last_value, f"diverged at step {steps}: {trace.diverged}", steps)
+    if reporter.pruned_at is not None:
+        return Outcome("PRUNED", reporter.last_value, f"pruned at step {reporter.pruned_at} by the pruner", steps)
+    value = reporter.last_value
+    if value is None or not math.isfinite(value):
+        return Outcome("FAIL", value, "no finite validation value", steps)
+    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+    return Outcome("COMPLETE", value, None, steps, metrics)
+
+
+__all__ = ["Outcome", "lr_multiplier", "make_trainer", "run_trial", "warmup_steps"]

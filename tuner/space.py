@@ -1,0 +1,212 @@
+"""The search space: declared in YAML, turned into ``trial.suggest_*`` calls.
+
+A space is a mapping of parameter name to its spec::
+
+    lr:       {path: optimizer.lr, type: float, low: 1.0e-4, high: 1.0}   # log scale: it is an LR
+    schedule: {path: schedule.name, type: categorical, choices: [cosine, step]}
+    gamma:    {path: schedule.gamma, type: float, low: 0.1, high: 0.9, when: {schedule: step}}
+
+``when`` makes a parameter conditional: it is sampled only when every named parent
+(another parameter, or a config key such as ``optimizer.name``) has one of the listed
+values, so a family's own parameters never show up on a trial of another family.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.errors import UserError
+
+_KINDS = ("float", "int", "categorical")
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One searched parameter.
+
+    Attributes:
+        name: Name of the Optuna parameter (what the MLflow run shows).
+        path: Dotted config key the sampled value is written to.
+        kind: ``float``, ``int`` or ``categorical``.
+        low: Lower bound (numeric kinds).
+        high: Upper bound (numeric kinds).
+        log: Sample on a log scale.
+        step: Discretisation step, or None.
+        choices: Values of a categorical parameter.
+        when: Parent name or config key -> the values that activate this parameter.
+    """
+
+    name: str
+    path: str
+    kind: str
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: tuple[Any, ...] = ()
+    when: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
+
+
+def _is_lr(name: str, path: str) -> bool:
+    return name == "lr" or path.endswith(".lr") or path.endswith("_lr")
+
+
+def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
+    """Validates a ``search.params`` mapping against the config it will modify.
+
+    Raises:
+        UserError: naming the ``search.params.<name>.<field>`` key at fault.
+    """
+    specs: list[ParamSpec] = []
+    for name, raw in params.items():
+        if raw is None:  # an override may switch a preset's parameter off with `~`/null
+            continue
+        key = f"search.params.{name}"
+        raw = dict(raw)
+        path = str(raw.get("path") or name)
+        kind = str(raw.get("type", "float"))
+        if kind not in _KINDS:
+            raise UserError(f"{key}.type", kind, f"use one of {', '.join(_KINDS)}")
+        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING:
+            raise UserError(f"{key}.path", path, "name an existing config key, e.g. optimizer.lr")
+        when = {str(k): _as_tuple(v) for k, v in dict(raw.get("when") or {}).items()}
+        if kind == "categorical":
+            choices = tuple(raw.get("choices") or ())
+            if not choices:
+                raise UserError(f"{key}.choices", raw.get("choices"), "list at least one choice")
+            specs.append(ParamSpec(name, path, kind, choices=choices, when=when))
+            continue
+        specs.append(_numeric_spec(name, path, kind, raw, key, when))
+    _check_parents(specs, cfg)
+    return specs
+
+
+_MISSING = object()
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...]:
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        return (value,)
+    return tuple(value)
+
+
+def _numeric_spec(
+    name: str, path: str, kind: str, raw: dict[str, Any], key: str, when: dict[str, tuple[Any, ...]]
+) -> ParamSpec:
+    for bound in ("low", "high"):
+        value = raw.get(bound)
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise UserError(f"{key}.{bound}", value, "give a finite number")
+    low, high = float(raw["low"]), float(raw["high"])
+    if low >= high:
+        raise UserError(f"{key}.low", raw["low"], f"must be below {key}.high={raw['high']!r}")
+    log = raw.get("log")
+    log = _is_lr(name, path) if log is None else bool(log)
+    if log and low <= 0:
+        raise UserError(
+            f"{key}.low", raw["low"], f"a log-scale bound must be > 0 (or set {key}.log=false)"
+        )
+    step = raw.get("step")
+    if step is not None and (log or step <= 0):
+        raise UserError(f"{key}.step", step, "use a positive step, and only on a linear scale")
+    if kind == "int" and not (low.is_integer() and high.is_integer()):
+        raise UserError(f"{key}.low", raw["low"], "an int parameter needs whole-number bounds")
+    return ParamSpec(name, path, kind, low, high, log, step, when=when)
+
+
+def _check_parents(specs: list[ParamSpec], cfg: DictConfig) -> None:
+    names = {s.name for s in specs}
+    for spec in specs:
+        for parent in spec.when:
+            known = parent in names or OmegaConf.select(cfg, parent, default=_MISSING) is not _MISSING
+            if not known:
+                raise UserError(
+                    f"search.params.{spec.name}.when",
+                    parent,
+                    "condition on a searched parameter or an existing config key",
+                )
+
+
+def _active(spec: ParamSpec, values: Mapping[str, Any], cfg: DictConfig) -> bool:
+    for parent, allowed in spec.when.items():
+        current = values[parent] if parent in values else OmegaConf.select(cfg, parent)
+        if current not in allowed:
+            return False
+    return True
+
+
+def suggest(trial: optuna.Trial, specs: Sequence[ParamSpec], cfg: DictConfig) -> dict[str, Any]:
+    """Samples every active parameter, parents before children; returns name -> value."""
+    values: dict[str, Any] = {}
+    for spec in _ordered(specs):
+        if not _active(spec, values, cfg):
+            continue
+        if spec.kind == "categorical":
+            values[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
+        elif spec.kind == "int":
+            values[spec.name] = trial.suggest_int(
+                spec.name, int(spec.low or 0), int(spec.high or 0), step=int(spec.step or 1), log=spec.log
+            )
+        else:
+            values[spec.name] = trial.suggest_float(
+                spec.name, float(spec.low or 0), float(spec.high or 0), step=spec.step, log=spec.log
+            )
+    return values
+
+
+def _ordered(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
+    """Specs with every parent before its children (declaration order otherwise)."""
+    by_name = {s.name: s for s in specs}
+    ordered: list[ParamSpec] = []
+    seen: set[str] = set()
+
+    def visit(spec: ParamSpec, stack: tuple[str, ...]) -> None:
+        if spec.name in seen:
+            return
+        if spec.name in stack:
+            raise UserError(f"search.params.{spec.name}.when", list(spec.when), "conditions form a cycle")
+        for parent in spec.when:
+            if parent in by_name:
+                visit(by_name[parent], (*stack, spec.name))
+        seen.add(spec.name)
+        ordered.append(spec)
+
+    for spec in specs:
+        visit(spec, ())
+    return ordered
+
+
+def apply(cfg: DictConfig, specs: Sequence[ParamSpec], values: Mapping[str, Any]) -> DictConfig:
+    """A copy of ``cfg`` with each sampled value written to its parameter's path."""
+    trial_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    assert isinstance(trial_cfg, DictConfig)
+    for spec in specs:
+        if spec.name in values:
+            OmegaConf.update(trial_cfg, spec.path, values[spec.name], merge=False)
+    return trial_cfg
+
+
+def grid(specs: Sequence[ParamSpec], *, points: int) -> dict[str, list[Any]]:
+    """A grid over the space for Optuna's GridSampler: ``points`` values per numeric axis."""
+    axes: dict[str, list[Any]] = {}
+    for spec in specs:
+        if spec.when:
+            raise UserError(
+                "sampler.name", "grid", f"grid search cannot handle the conditional '{spec.name}'"
+            )
+        if spec.kind == "categorical":
+            axes[spec.name] = list(spec.choices)
+            continue
+        low, high = float(spec.low or 0), float(spec.high or 0)
+        if spec.log:
+            values = [low * (high / low) ** (i / max(points - 1, 1)) for i in range(points)]
+        else:
+            values = [low + (high - low) * i / max(points - 1, 1) for i in range(points)]
+        axes[spec.name] = sorted({int(round(v)) for v in values}) if spec.kind == "int" else values
+    return axes

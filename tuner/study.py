@@ -1,0 +1,193 @@
+"""Creating or reopening the Optuna study: storage, sampler, pruner, totals.
+
+``study.n_trials`` is a total: running the same command again reopens the study by
+name and runs only the trials still missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig, OmegaConf
+
+from tuner.errors import UserError
+from tuner.space import ParamSpec, grid
+
+FINGERPRINT_ATTR = "tuner.fingerprint"
+SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
+PRUNERS = ("median", "percentile", "successive_halving", "hyperband", "patient", "wilcoxon", "none")
+STORAGES = ("memory", "journal", "rdb")
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
+
+
+def _kwargs(node: DictConfig, *drop: str) -> dict[str, Any]:
+    values = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(values, dict)
+    return {str(k): v for k, v in values.items() if k not in ("name", *drop) and v is not None}
+
+
+def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.samplers.BaseSampler:
+    """The sampler named by ``sampler.name`` with the rest of ``sampler`` as arguments."""
+    name, kwargs = str(cfg.sampler.name), _kwargs(cfg.sampler, "grid_points")
+    try:
+        if name == "tpe":
+            return optuna.samplers.TPESampler(**kwargs)
+        if name == "random":
+            return optuna.samplers.RandomSampler(**kwargs)
+        if name == "gp":
+            return optuna.samplers.GPSampler(**kwargs)
+        if name == "cmaes":
+            return optuna.samplers.CmaEsSampler(**kwargs)
+        if name == "qmc":
+            return optuna.samplers.QMCSampler(**kwargs)
+        if name == "grid":
+            points = int(cfg.sampler.get("grid_points") or 8)
+            return optuna.samplers.GridSampler(grid(specs, points=points), **kwargs)
+    except TypeError as exc:
+        raise UserError(f"sampler.{name}", kwargs, f"argument not accepted ({exc})") from None
+    raise UserError("sampler.name", name, f"use one of {', '.join(SAMPLERS)}")
+
+
+def build_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
+    """The pruner named by ``pruner.name``; ``patient`` wraps the median pruner."""
+    name, kwargs = str(cfg.pruner.name), _kwargs(cfg.pruner, "patience", "min_delta")
+    try:
+        if name == "median":
+            return optuna.pruners.MedianPruner(**kwargs)
+        if name == "percentile":
+            return optuna.pruners.PercentilePruner(**kwargs)
+        if name == "successive_halving":
+            return optuna.pruners.SuccessiveHalvingPruner(**kwargs)
+        if name == "hyperband":
+            return optuna.pruners.HyperbandPruner(**kwargs)
+        if name == "wilcoxon":
+            return optuna.pruners.WilcoxonPruner(**kwargs)
+        if name == "patient":
+            return optuna.pruners.PatientPruner(
+                optuna.pruners.MedianPruner(**kwargs),
+                patience=int(cfg.pruner.get("patience", 2)),
+                min_delta=float(cfg.pruner.get("min_delta", 0.0)),
+            )
+        if name == "none":
+            return optuna.pruners.NopPruner()
+    except TypeError as exc:
+        raise UserError(f"pruner.{name}", kwargs, f"argument not accepted ({exc})") from None
+    raise UserError("pruner.name", name, f"use one of {', '.join(PRUNERS)}")
+
+
+def build_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
+    """The study storage; None means in-memory (gone when the process ends)."""
+    backend = str(cfg.storage.backend)
+    if backend == "memory":
+        return None
+    if backend == "journal":
+        path = Path(str(cfg.storage.path))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+        # The open-lock works on every file system, NFS included.
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+    if backend == "rdb":
+        url = str(cfg.storage.url)
+        if url.startswith("sqlite:///"):
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {}
+        if cfg.storage.get("heartbeat_interval"):
+            kwargs["heartbeat_interval"] = int(cfg.storage.heartbeat_interval)
+            kwargs["grace_period"] = int(cfg.storage.get("grace_period") or 3 * kwargs["heartbeat_interval"])
+            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
+                max_retry=int(cfg.storage.get("max_retry", 1))
+            )
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=dict(cfg.storage.get("engine_kwargs") or {}), **kwargs)
+        except Exception as exc:
+            raise UserError("storage.url", mask_password(url), f"cannot open the storage ({type(exc).__name__}); check the URL and that the server is up") from None
+    raise UserError("storage.backend", backend, f"use one of {', '.join(STORAGES)}")
+
+
+def mask_password(url: str) -> str:
+    """The URL with any password replaced by ``***``."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return url
+
+
+def fingerprint(cfg: DictConfig) -> str:
+    """A hash of what makes trials comparable: task, model, search space, metric.
+
+    The study's total, seeds of sampling and output paths may change between runs of
+    one study; the model, data, fixed hyper-parameters and space may not.
+    """
+    keep = {k: cfg[k] for k in ("data", "model", "search", "trainer") if k in cfg}
+    keep["metric"] = cfg.study.metric
+    keep["direction"] = cfg.study.direction
+    # The fixed parts of optimizer and schedule matter, except what the space samples.
+    keep["optimizer"], keep["schedule"] = cfg.optimizer, cfg.schedule
+    text = json.dumps(OmegaConf.to_container(OmegaConf.create(keep), resolve=True), sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def open_study(cfg: DictConfig, specs: Sequence[ParamSpec], *, name: str) -> optuna.Study:
+    """Creates the study, or reopens it when a study of that name exists.
+
+    Raises:
+        UserError: the name exists with another model, data or search space.
+    """
+    storage = build_storage(cfg)
+    sampler, pruner = build_sampler(cfg, specs), build_pruner(cfg)
+    resume = bool(cfg.study.get("resume", True))
+    if storage is not None and not resume and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+        optuna.delete_study(study_name=name, storage=storage)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        sampler=sampler,
+        pruner=pruner,
+        direction=str(cfg.study.direction),
+        load_if_exists=True,
+    )
+    mark = fingerprint(cfg)
+    previous = study.user_attrs.get(FINGERPRINT_ATTR)
+    if previous is None:
+        study.set_user_attr(FINGERPRINT_ATTR, mark)
+    elif previous != mark:
+        raise UserError(
+            "study.name",
+            name,
+            "a study of this name exists with another model, data or search space; "
+            f"pick a new study.name (e.g. study.name={name}-2) or pass study.resume=false to replace it",
+        )
+    return study
+
+
+def count_finished(study: optuna.Study) -> int:
+    """Trials that count toward ``study.n_trials``: ended, and not since retried."""
+    trials = study.get_trials(deepcopy=False, states=_FINISHED)
+    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
+    return sum(1 for t in trials if t.number not in retried and not t.system_attrs.get("tuner.surplus"))
+
+
+def count_started(study: optuna.Study) -> int:
+    """Finished trials plus those running now (for workers sharing one total)."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    return count_finished(study) + len(running)
+
+
+def best_trials(study: optuna.Study, *, top: int) -> list[optuna.trial.FrozenTrial]:
+    """The ``top`` complete trials, best first."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
+    return sorted(complete, key=lambda t: float(t.value or 0.0), reverse=reverse)[:top]
+
+
+def summarize_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters rounded for printing."""
+    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in params.items()}

@@ -1,0 +1,8 @@
+"""Training one trial with PyTorch Lightning: the module, its callbacks, the trainer."""
+
+from __future__ import annotations
+
+from tuner.training.callbacks import DivergenceGuard, PruningCallback, StepTrace
+from tuner.training.module import TrialModule
+
+__all__ = ["DivergenceGuard", "PruningCallback", "StepTrace", "TrialModule"]

@@ -1,0 +1,170 @@
+"""Callbacks of a trial: per-step trace, divergence guard, and pruning.
+
+Optuna's own Lightning callback imports ``lightning.pytorch``, which cannot be mixed
+with ``pytorch_lightning`` ("Expected a parent"), so pruning is written here.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+import torch
+
+from tuner.errors import UserError
+
+#: Receives ``steps`` and ``{"lr": [...], "train_loss": [...]}`` for a window of steps.
+StepSink = Callable[[list[int], dict[str, list[float]]], None]
+
+
+class DivergenceGuard:
+    """Decides that a run diverged: a non-finite loss, or one far above where it started.
+
+    Args:
+        factor: Diverged once a window's mean loss exceeds ``factor`` times the initial loss.
+        initial_steps: Steps whose mean loss is the reference.
+    """
+
+    def __init__(self, *, factor: float = 4.0, initial_steps: int = 5) -> None:
+        self.factor = factor
+        self.initial_steps = initial_steps
+        self.reference: float | None = None
+
+    def check(self, losses: Sequence[float]) -> str | None:
+        """The reason the run diverged in this window of losses, or None."""
+        if any(not math.isfinite(loss) for loss in losses):
+            return f"loss became {next(v for v in losses if not math.isfinite(v))} (non-finite)"
+        if self.reference is None:
+            head = list(losses[: self.initial_steps])
+            self.reference = sum(head) / len(head) if head else None
+            losses = losses[len(head) :]
+        if not losses or self.reference is None:
+            return None
+        mean = sum(losses) / len(losses)
+        if mean > self.factor * self.reference:
+            return (
+                f"loss exploded: mean {mean:.4g} over {len(losses)} steps is above "
+                f"{self.factor:g}x the initial {self.reference:.4g}"
+            )
+        return None
+
+
+class StepTrace(pl.Callback):
+    """Records the LR and training loss of every optimizer step, a window at a time.
+
+    Losses stay on the device until a window is flushed (every ``flush_every`` steps and
+    before each validation), so a GPU is not synchronised every step.
+
+    Args:
+        flush_every: Steps per window.
+        sink: Where each window goes (the MLflow run), or None.
+        guard: Divergence guard checked on each window, or None.
+    """
+
+    def __init__(
+        self, *, flush_every: int = 50, sink: StepSink | None = None, guard: DivergenceGuard | None = None
+    ) -> None:
+        self.flush_every = flush_every
+        self.sink = sink
+        self.guard = guard
+        self.diverged: str | None = None
+        self.last_loss: float | None = None
+        self._steps: list[int] = []
+        self._lrs: list[float] = []
+        self._losses: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        self._steps.append(trainer.global_step)
+        self._lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        self._losses.append(loss.detach())
+        if len(self._losses) >= self.flush_every:
+            self.flush(trainer)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.flush(trainer)
+
+    def flush(self, trainer: pl.Trainer) -> None:
+        """Sends the pending window to the sink and checks it for divergence."""
+        if not self._losses:
+            return
+        losses = torch.stack(self._losses).float().tolist()
+        steps, lrs = self._steps[: len(losses)], self._lrs[: len(losses)]
+        self._steps, self._lrs, self._losses = self._steps[len(losses) :], self._lrs[len(losses) :], []
+        self.last_loss = losses[-1]
+        if self.sink is not None:
+            self.sink(steps, {"lr": lrs, "train_loss": losses})
+        reason = self.guard.check(losses) if self.guard is not None and self.diverged is None else None
+        # Every rank must stop together: one diverged rank stops them all.
+        if trainer.strategy.reduce_boolean_decision(reason is not None, all=False):
+            self.diverged = self.diverged or reason or "diverged on another rank"
+            trainer.should_stop = True
+
+
+class PruningCallback(pl.Callback):
+    """Reports the monitored metric to the trial after every validation and prunes.
+
+    Reports are keyed by global step. No pruning before the warmup ends: a run still
+    warming up looks worse than it is. Under DDP, rank 0 talks to Optuna and its
+    decision is broadcast to every rank.
+
+    Args:
+        trial: The Optuna trial (None on ranks other than 0, or when not tuning).
+        monitor: Logged metric to report (``val_acc``...).
+        warmup_steps: Steps before which no pruning happens.
+        on_report: Called with ``(step, value)`` after each report (tracking, progress).
+    """
+
+    def __init__(
+        self,
+        trial: optuna.Trial | None,
+        *,
+        monitor: str,
+        warmup_steps: int = 0,
+        on_report: Callable[[int, dict[str, float]], None] | None = None,
+    ) -> None:
+        self.trial = trial
+        self.monitor = monitor
+        self.warmup_steps = warmup_steps
+        self.on_report = on_report
+        self.pruned_at: int | None = None
+        self.history: list[tuple[int, float]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val")}
+        if self.monitor not in metrics:
+            raise UserError(
+                "study.metric",
+                self.monitor,
+                f"the model logs {sorted(trainer.callback_metrics)}; monitor one of those",
+            )
+        step, value = trainer.global_step, metrics[self.monitor]
+        self.history.append((step, value))
+        if self.on_report is not None:
+            self.on_report(step, metrics)
+        should_prune = False
+        if trainer.is_global_zero and self.trial is not None:
+            self.trial.report(value, step=step)
+            should_prune = step > self.warmup_steps and self.trial.should_prune()
+        if trainer.world_size > 1:
+            should_prune = bool(trainer.strategy.broadcast(should_prune, src=0))
+        if should_prune:
+            self.pruned_at = step
+            trainer.should_stop = True
+
+    @property
+    def last_value(self) -> float | None:
+        """The last reported value of the monitored metric."""
+        return self.history[-1][1] if self.history else None

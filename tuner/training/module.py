@@ -1,0 +1,106 @@
+"""The LightningModule every trial trains: a classifier with the trial's optimizer and schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from tuner.optimizers import build_optimizer, set_train_mode
+from tuner.schedules import build_scheduler
+
+
+class TrialModule(pl.LightningModule):
+    """Wraps any ``nn.Module`` classifier for one trial.
+
+    Args:
+        net: The model; maps a batch of inputs to logits.
+        optimizer: Optimizer spec (``optimizer`` config group).
+        schedule: Schedule spec (``schedule`` config group).
+        total_steps: Optimizer steps of the whole run, the schedule's horizon.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        *,
+        optimizer: Mapping[str, Any],
+        schedule: Mapping[str, Any],
+        total_steps: int,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.optimizer_spec = dict(optimizer)
+        self.schedule_spec = dict(schedule)
+        self.total_steps = total_steps
+        self._eval_sums = torch.zeros(3)  # summed loss, correct, count of the running evaluation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        # Not self.log: it costs more per step than a tiny model's forward pass;
+        # StepTrace records the loss and the LR in batches instead.
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = build_optimizer(self.net, self.optimizer_spec)
+        scheduler = build_scheduler(optimizer, self.schedule_spec, self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def _optimizers(self) -> list[torch.optim.Optimizer]:
+        if self._trainer is None:
+            return []
+        return [o.optimizer if hasattr(o, "optimizer") else o for o in self.trainer.optimizers]
+
+    # Schedule-free optimizers evaluate at other weights than they train at.
+    def on_train_epoch_start(self) -> None:
+        for optimizer in self._optimizers():
+            set_train_mode(optimizer, True)
+
+    def on_validation_epoch_start(self) -> None:
+        for optimizer in self._optimizers():
+            set_train_mode(optimizer, False)
+        self._eval_sums = torch.zeros(3, device=self.device)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+        scheduler = self.lr_schedulers()
+        report = getattr(scheduler, "report", None)
+        if report is not None and not self.trainer.sanity_checking:
+            monitor = str(self.schedule_spec.get("monitor", "val_loss"))
+            report(float(self.trainer.callback_metrics[monitor]))
+        for optimizer in self._optimizers():
+            set_train_mode(optimizer, True)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def on_test_epoch_start(self) -> None:
+        self.on_validation_epoch_start()
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._accumulate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
+
+    def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, reduction="sum")
+        correct = (logits.argmax(dim=1) == y).sum()
+        self._eval_sums += torch.stack([loss, correct.to(loss.dtype), torch.tensor(len(y), device=loss.device, dtype=loss.dtype)])
+
+    def _log_eval(self, split: str) -> None:
+        sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")
+        loss, correct, count = (float(v) for v in sums)
+        count = max(count, 1.0)
+        # sync_dist off: the sums above are already reduced across ranks.
+        self.log(f"{split}_loss", loss / count, prog_bar=False)
+        self.log(f"{split}_acc", correct / count, prog_bar=False)
