@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,16 @@ from tuner.schedules import (
 torch.set_num_threads(1)
 
 SCHEDULE_DIR = Path(__file__).resolve().parents[1] / "conf" / "schedule"
-MONOTONE = ("step", "multistep", "exponential", "linear", "polynomial", "cosine", "wsd")
-MONOTONE += ("inverse_sqrt",)
+MONOTONE = (
+    "step",
+    "multistep",
+    "exponential",
+    "linear",
+    "polynomial",
+    "cosine",
+    "wsd",
+    "inverse_sqrt",
+)
 COMMON_KEYS = {"name", "warmup", "warmup_fraction", "warmup_steps", "min_lr_ratio"}
 
 # Closed forms on a run of 110 steps with 10 linear warmup steps: the decay phase is
@@ -132,9 +141,7 @@ _FAMILY_PARAMS: dict[str, st.SearchStrategy[dict[str, Any]]] = {
     "step": st.fixed_dictionaries({"step_fraction": _FRACTION, "gamma": st.floats(0.01, 1.0)}),
     "multistep": st.fixed_dictionaries(
         {
-            "milestones": st.lists(st.floats(0.01, 0.99), min_size=1, max_size=4, unique=True).map(
-                sorted
-            ),
+            "milestones": st.lists(st.floats(0.01, 0.99), min_size=1, max_size=4, unique=True).map(sorted),
             "gamma": st.floats(0.01, 1.0),
         }
     ),
@@ -207,7 +214,7 @@ def test_monotone_families_never_increase_after_warmup(case: tuple[dict[str, Any
     spec, total_steps = case
     multiplier = lr_multiplier(spec, total_steps)
     values = [multiplier(step) for step in range(warmup_length(spec, total_steps), total_steps + 1)]
-    assert all(b <= a + _TOL for a, b in zip(values, values[1:], strict=False))
+    assert all(b <= a + _TOL for a, b in itertools.pairwise(values))
 
 
 @settings(max_examples=100, deadline=None)
@@ -216,7 +223,7 @@ def test_warmup_never_decreases(case: tuple[dict[str, Any], int]) -> None:
     spec, total_steps = case
     multiplier = lr_multiplier(spec, total_steps)
     values = [multiplier(step) for step in range(warmup_length(spec, total_steps))]
-    assert all(b >= a - _TOL for a, b in zip(values, values[1:], strict=False))
+    assert all(b >= a - _TOL for a, b in itertools.pairwise(values))
 
 
 # --------------------------------------------------------------------------- torch
@@ -343,6 +350,7 @@ ERROR_CASES: list[tuple[dict[str, Any], str]] = [
     ({"name": "plateau", "patience": -1}, "schedule.patience"),
     ({"name": "plateau", "threshold": -1.0}, "schedule.threshold"),
     ({"name": "plateau", "mode": "up"}, "schedule.mode"),
+    ({"name": "plateau", "monitor": ""}, "schedule.monitor"),
 ]
 
 
@@ -385,8 +393,9 @@ def test_every_family_has_a_config_file() -> None:
 
 @pytest.mark.parametrize("path", SCHEDULE_FILES, ids=lambda p: p.stem)
 def test_config_file_is_valid_and_builds(path: Path) -> None:
-    spec = OmegaConf.to_container(OmegaConf.load(path))
-    assert isinstance(spec, dict)
+    container = OmegaConf.to_container(OmegaConf.load(path))
+    assert isinstance(container, dict)
+    spec = {str(key): value for key, value in container.items()}
     assert COMMON_KEYS | set(FAMILY_DEFAULTS[spec["name"]]) <= set(spec)
     assert spec["warmup_steps"] is None
     validate_schedule(spec, 1000)

@@ -30,6 +30,13 @@ def _target_class(node: DictConfig, key: str) -> Any:
         ) from None
 
 
+def plain(node: DictConfig) -> dict[str, Any]:
+    """A config section as a plain dict with string keys, interpolations resolved."""
+    value = OmegaConf.to_container(node, resolve=True)
+    assert isinstance(value, dict)
+    return {str(k): v for k, v in value.items()}
+
+
 def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     """The data module named by ``data._target_``, prepared and set up for fitting."""
     _target_class(cfg.data, "data")
@@ -37,7 +44,9 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     try:
         datamodule = instantiate(node, _convert_="all")
     except FileNotFoundError as exc:
-        raise UserError("data", exc.filename, "the data path does not exist; fix it in the data config") from None
+        raise UserError(
+            "data", exc.filename, "the data path does not exist; fix it in the data config"
+        ) from None
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule
@@ -55,12 +64,23 @@ def build_model(cfg: DictConfig, datamodule: pl.LightningDataModule) -> nn.Modul
     for name in ("input_shape", "num_classes"):
         if name in accepted and name not in cfg.model and hasattr(datamodule, name):
             extra[name] = getattr(datamodule, name)
-    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name"])
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    # Overriding only model._target_ leaves the previous option's arguments behind.
+    unused = [k for k in cfg.model if k not in ("_target_", "name") and not takes_any and k not in accepted]
+    if unused:
+        print(
+            f"note: model keys {', '.join(map(str, unused))} are not arguments of {cfg.model._target_}; ignored"
+        )
+    node = OmegaConf.masked_copy(cfg.model, [k for k in cfg.model if k != "name" and k not in unused])
     try:
         model = instantiate(node, _convert_="all", **extra)
     except Exception as exc:
         cause = exc.__cause__ or exc
-        raise UserError("model", str(cfg.model.get("_target_")), f"cannot build the model ({type(cause).__name__}: {cause})") from None
+        raise UserError(
+            "model",
+            str(cfg.model.get("_target_")),
+            f"cannot build the model ({type(cause).__name__}: {cause})",
+        ) from None
     if not isinstance(model, nn.Module):
         raise UserError("model._target_", cfg.model._target_, "must build a torch.nn.Module")
     return model

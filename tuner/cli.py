@@ -69,7 +69,9 @@ def compose(overrides: list[str]) -> DictConfig:
         OmegaConf.resolve(cfg)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or "config"
-        raise UserError(str(key), None, f"cannot resolve ({exc.msg if hasattr(exc, 'msg') else exc})") from None
+        raise UserError(
+            str(key), None, f"cannot resolve ({exc.msg if hasattr(exc, 'msg') else exc})"
+        ) from None
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
         raise UserError(missing[0], "???", f"this value is required: pass {missing[0]}=...")
@@ -96,11 +98,15 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
         options = re.findall(r"^\t(\S+)$", text, flags=re.M)
         fix = f"use one of {', '.join(options)}" if options else "check the option name"
         return UserError(key or path, option, fix)
-    bad_key = re.search(r"Could not override '([^']+)'", text) or re.search(r"Key '([^']+)' is not in struct", text)
+    bad_key = re.search(r"Could not override '([^']+)'", text) or re.search(
+        r"Key '([^']+)' is not in struct", text
+    )
     if bad_key:
         key = bad_key.group(1)
         value = next((o.split("=", 1)[1] for o in overrides if o.split("=", 1)[0].lstrip("+~") == key), None)
-        return UserError(key, value, "no such config key; check the spelling (python -m tuner --cfg lists every key)")
+        return UserError(
+            key, value, "no such config key; check the spelling (python -m tuner --cfg lists every key)"
+        )
     return UserError("overrides", " ".join(overrides), text.splitlines()[0] if text else type(exc).__name__)
 
 
@@ -132,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
     if "--help" in flags or unknown:
         print(USAGE, file=sys.stdout if not unknown else sys.stderr)
         return 2 if unknown else 0
+    from tuner._quiet import quiet_libraries
+
+    quiet_libraries()
     try:
         cfg = compose(overrides)
         if "--cfg" in flags:

@@ -8,6 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
 from tuner.schedules import validate_schedule
@@ -21,7 +22,12 @@ def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type
     value = OmegaConf.select(cfg, key)
     if value is None and allow_none:
         return
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0 or (kind is int and not float(value).is_integer()):
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or value <= 0
+        or (kind is int and not float(value).is_integer())
+    ):
         noun = "a whole number" if kind is int else "a number"
         raise UserError(key, value, f"give {noun} > 0" + (" (or null for no limit)" if allow_none else ""))
 
@@ -42,7 +48,9 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     if cfg.study.direction not in ("minimize", "maximize"):
         raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
     if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):
-        raise UserError("study.metric", cfg.study.metric, "select on a validation metric such as val_acc or val_loss")
+        raise UserError(
+            "study.metric", cfg.study.metric, "select on a validation metric such as val_acc or val_loss"
+        )
     if cfg.sampler.name not in SAMPLERS:
         raise UserError("sampler.name", cfg.sampler.name, f"use one of {', '.join(SAMPLERS)}")
     if cfg.pruner.name not in PRUNERS:
@@ -58,8 +66,8 @@ def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:
     """Checks the optimizer and schedule configs as a trial would build them."""
     total = int(cfg.trainer.max_steps)
     try:
-        validate_optimizer(_plain(cfg.optimizer))
-        validate_schedule(_plain(cfg.schedule), total)
+        validate_optimizer(plain(cfg.optimizer))
+        validate_schedule(plain(cfg.schedule), total)
     except ValueError as exc:
         error = as_user_error(exc)
         if error is None:
@@ -70,12 +78,6 @@ def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:
 def check_trial(cfg: DictConfig) -> None:
     """Validates a trial's config after the sampled values were written into it."""
     _check_components(cfg, {})
-
-
-def _plain(node: DictConfig) -> dict[str, Any]:
-    value = OmegaConf.to_container(node, resolve=True)
-    assert isinstance(value, dict)
-    return {str(k): v for k, v in value.items()}
 
 
 def config_hash(cfg: DictConfig, *keys: str) -> str:

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import logging
 import math
 import traceback
 from dataclasses import dataclass, field
-from typing import Any
 
 import optuna
 import pytorch_lightning as pl
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from tuner.build import build_model
+from tuner.build import build_model, plain
 from tuner.errors import UserError
-from tuner.schedules import lr_multiplier
+from tuner.schedules import warmup_length
 from tuner.tracking import TrialRun
 from tuner.training import DivergenceGuard, PruningCallback, StepTrace, TrialModule
-
-for _name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch"):
-    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @dataclass
@@ -42,16 +37,6 @@ class Outcome:
     steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-
-
-def warmup_steps(schedule: DictConfig | dict[str, Any], total_steps: int) -> int:
-    """Optimizer steps of the warmup (no pruning before they are over)."""
-    if schedule.get("warmup", "none") == "none":
-        return 0
-    explicit = schedule.get("warmup_steps")
-    if explicit is not None:
-        return int(explicit)
-    return int(float(schedule.get("warmup_fraction") or 0.0) * total_steps)
 
 
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
@@ -95,10 +80,8 @@ def run_trial(
     """
     pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
     total = int(cfg.trainer.max_steps)
-    schedule = OmegaConf.to_container(cfg.schedule, resolve=True)
-    optimizer = OmegaConf.to_container(cfg.optimizer, resolve=True)
-    assert isinstance(schedule, dict) and isinstance(optimizer, dict)
-    warmup = warmup_steps(cfg.schedule, total)
+    schedule, optimizer = plain(cfg.schedule), plain(cfg.optimizer)
+    warmup = warmup_length(schedule, total)
     trace = StepTrace(
         flush_every=int(cfg.tracking.step_flush_every),
         sink=run.log_steps if run is not None else None,
@@ -120,18 +103,23 @@ def run_trial(
     except Exception as exc:
         if isinstance(exc, torch.cuda.OutOfMemoryError):
             torch.cuda.empty_cache()
-        return Outcome("FAIL", reporter.last_value, f"{type(exc).__name__}: {exc}", trainer.global_step, error=traceback.format_exc())
+        return Outcome(
+            "FAIL",
+            reporter.last_value,
+            f"{type(exc).__name__}: {exc}",
+            trainer.global_step,
+            error=traceback.format_exc(),
+        )
     steps = trainer.global_step
     if trace.diverged:
         return Outcome("PRUNED", reporter.last_value, f"diverged at step {steps}: {trace.diverged}", steps)
     if reporter.pruned_at is not None:
-        return Outcome("PRUNED", reporter.last_value, f"pruned at step {reporter.pruned_at} by the pruner", steps)
+        return Outcome(
+            "PRUNED", reporter.last_value, f"pruned at step {reporter.pruned_at} by the pruner", steps
+        )
     value = reporter.last_value
     if value is None or not math.isfinite(value):
         return Outcome("FAIL", value, "no finite validation value", steps)
     results = trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return Outcome("COMPLETE", value, None, steps, metrics)
-
-
-__all__ = ["Outcome", "lr_multiplier", "make_trainer", "run_trial", "warmup_steps"]

@@ -33,9 +33,7 @@ OPTIMIZERS: tuple[str, ...] = (
 )
 LR_FREE: frozenset[str] = frozenset({"schedulefree_adamw", "prodigy"})
 
-_COMMON_KEYS = frozenset(
-    {"name", "lr", "weight_decay", "decay_norm_and_bias", "_target_"}
-)
+_COMMON_KEYS = frozenset({"name", "lr", "weight_decay", "decay_norm_and_bias", "_target_"})
 # Keys each optimizer accepts beyond the common ones, passed through as constructor kwargs.
 _OPTIMIZER_KEYS: dict[str, frozenset[str]] = {
     "sgd": frozenset({"momentum", "nesterov", "dampening"}),
@@ -104,12 +102,8 @@ def _check_range(
         below = value < high if high_open else value <= high
         ok = above and below
     if not ok:
-        interval = (
-            f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        )
-        raise OptimizerError(
-            f"optimizer.{key}", value, f"must be a number in {interval}"
-        )
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise OptimizerError(f"optimizer.{key}", value, f"must be a number in {interval}")
 
 
 def _check_bool(spec: Mapping[str, Any], key: str) -> None:
@@ -125,17 +119,13 @@ def _check_betas(spec: Mapping[str, Any]) -> None:
         and all(_is_number(b) and 0 <= b < 1 for b in betas)
     )
     if not ok:
-        raise OptimizerError(
-            "optimizer.betas", betas, "must be a list of two numbers in [0, 1)"
-        )
+        raise OptimizerError("optimizer.betas", betas, "must be a list of two numbers in [0, 1)")
 
 
 def _check_sgd_nesterov(spec: Mapping[str, Any]) -> None:
     _check_bool(spec, "nesterov")
     # torch rejects nesterov without momentum or with dampening; say it in config terms.
-    if spec["nesterov"] and (
-        spec.get("momentum", 0) <= 0 or spec.get("dampening", 0) != 0
-    ):
+    if spec["nesterov"] and (spec.get("momentum", 0) <= 0 or spec.get("dampening", 0) != 0):
         raise OptimizerError(
             "optimizer.nesterov",
             spec["nesterov"],
@@ -151,9 +141,7 @@ def _check_warmup_steps(spec: Mapping[str, Any]) -> None:
 
 _KEY_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
     "momentum": lambda s: _check_range(s, "momentum", low=0, high=1, low_open=False),
-    "dampening": lambda s: _check_range(
-        s, "dampening", low=0, high=1, low_open=False, high_open=False
-    ),
+    "dampening": lambda s: _check_range(s, "dampening", low=0, high=1, low_open=False, high_open=False),
     "nesterov": _check_sgd_nesterov,
     "betas": _check_betas,
     "eps": lambda s: _check_range(s, "eps", low=0, low_open=True),
@@ -195,9 +183,7 @@ def validate_optimizer(spec: Mapping[str, Any]) -> None:
         OptimizerError: Naming the first bad key, its value and the fix.
     """
     if "lr" not in spec:
-        raise OptimizerError(
-            "optimizer.lr", None, "set the peak learning rate, e.g. lr: 1.0e-3"
-        )
+        raise OptimizerError("optimizer.lr", None, "set the peak learning rate, e.g. lr: 1.0e-3")
     _check_range(spec, "lr", low=0, low_open=True)
     if "weight_decay" in spec:
         _check_range(spec, "weight_decay", low=0, low_open=False)
@@ -288,9 +274,7 @@ _TORCH_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 }
 
 
-def _constructor_kwargs(
-    spec: Mapping[str, Any], keys: frozenset[str] | None
-) -> dict[str, Any]:
+def _constructor_kwargs(spec: Mapping[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
     """Constructor kwargs from the spec: ``keys`` only, or every non-common key if None."""
     chosen = set(spec) - _COMMON_KEYS if keys is None else keys & set(spec)
     kwargs = {key: spec[key] for key in chosen}

@@ -62,7 +62,9 @@ class StudyProgress:
         best_text = "none yet"
         if best:
             lr = best[0].params.get("lr")
-            best_text = f"{_fmt(best[0].value)} (trial {best[0].number}" + (f", lr {_fmt(lr)})" if lr is not None else ")")
+            best_text = f"{_fmt(best[0].value)} (trial {best[0].number}" + (
+                f", lr {_fmt(lr)})" if lr is not None else ")"
+            )
         value = "-" if outcome.value is None else _fmt(outcome.value)
         states = " ".join(f"{k.lower()} {v}" for k, v in sorted(self._states.items()))
         reason = f" [{outcome.reason}]" if outcome.reason else ""

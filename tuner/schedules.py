@@ -73,7 +73,13 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "onecycle": {"pct_start": 0.3, "div_factor": 25.0, "final_div_factor": 1.0e4},
     "wsd": {"decay_fraction": 0.2, "cooldown": "1-sqrt"},
     "inverse_sqrt": {},
-    "plateau": {"factor": 0.5, "patience": 3, "threshold": 1.0e-4, "mode": "min"},
+    "plateau": {
+        "factor": 0.5,
+        "patience": 3,
+        "threshold": 1.0e-4,
+        "mode": "min",
+        "monitor": "val_loss",
+    },
 }
 _KNOWN_KEYS = frozenset({"name", *_COMMON_DEFAULTS}).union(
     *(family.keys() for family in FAMILY_DEFAULTS.values())
@@ -134,21 +140,15 @@ def _check_range(
     above = value > low if low_open else value >= low
     below = value < high if high_open else value <= high
     if not (above and below):
-        interval = (
-            f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-        )
-        raise ScheduleError(
-            f"schedule.{key}", cfg[key], f"must be in {interval}{extra}"
-        )
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ScheduleError(f"schedule.{key}", cfg[key], f"must be in {interval}{extra}")
     return value
 
 
 def _check_choice(cfg: Mapping[str, Any], key: str, choices: Sequence[str]) -> str:
     value = cfg[key]
     if value not in choices:
-        raise ScheduleError(
-            f"schedule.{key}", value, f"use one of {', '.join(choices)}"
-        )
+        raise ScheduleError(f"schedule.{key}", value, f"use one of {', '.join(choices)}")
     return str(value)
 
 
@@ -172,9 +172,7 @@ def _validate_common(cfg: Mapping[str, Any], total_steps: int) -> None:
                 f"warmup must be shorter than training ({total_steps} steps); "
                 "lower it or set it to null to use warmup_fraction",
             )
-    _check_range(
-        cfg, "warmup_start_ratio", low=0, high=1, low_open=True, high_open=False
-    )
+    _check_range(cfg, "warmup_start_ratio", low=0, high=1, low_open=True, high_open=False)
     _check_range(cfg, "min_lr_ratio", low=0, high=1, low_open=False, high_open=True)
 
 
@@ -191,11 +189,7 @@ def _validate_multistep(cfg: Mapping[str, Any], total_steps: int) -> None:
     _validate_gamma(cfg)
     milestones = cfg["milestones"]
     fix = "must be a non-empty, strictly increasing list of fractions of training in (0, 1)"
-    if (
-        isinstance(milestones, str)
-        or not isinstance(milestones, Sequence)
-        or not milestones
-    ):
+    if isinstance(milestones, str) or not isinstance(milestones, Sequence) or not milestones:
         raise ScheduleError("schedule.milestones", milestones, fix)
     values = list(milestones)
     in_range = all(_is_number(m) and 0 < m < 1 for m in values)
@@ -221,9 +215,7 @@ def _validate_polynomial(cfg: Mapping[str, Any], total_steps: int) -> None:
 
 def _validate_cosine_restarts(cfg: Mapping[str, Any], total_steps: int) -> None:
     _check_int(cfg, "cycles", low=1)
-    _check_range(
-        cfg, "cycle_mult", low=1, high=math.inf, low_open=False, high_open=True
-    )
+    _check_range(cfg, "cycle_mult", low=1, high=math.inf, low_open=False, high_open=True)
 
 
 def _validate_onecycle(cfg: Mapping[str, Any], total_steps: int) -> None:
@@ -234,12 +226,8 @@ def _validate_onecycle(cfg: Mapping[str, Any], total_steps: int) -> None:
             cfg["pct_start"],
             f"leaves no annealing step out of {total_steps}; lower it or train longer",
         )
-    _check_range(
-        cfg, "div_factor", low=1, high=math.inf, low_open=False, high_open=True
-    )
-    _check_range(
-        cfg, "final_div_factor", low=1, high=math.inf, low_open=False, high_open=True
-    )
+    _check_range(cfg, "div_factor", low=1, high=math.inf, low_open=False, high_open=True)
+    _check_range(cfg, "final_div_factor", low=1, high=math.inf, low_open=False, high_open=True)
 
 
 def _validate_wsd(cfg: Mapping[str, Any], total_steps: int) -> None:
@@ -262,6 +250,10 @@ def _validate_plateau(cfg: Mapping[str, Any], total_steps: int) -> None:
     _check_int(cfg, "patience", low=0)
     _check_range(cfg, "threshold", low=0, high=math.inf, low_open=False, high_open=True)
     _check_choice(cfg, "mode", PLATEAU_MODES)
+    if not isinstance(cfg["monitor"], str) or not cfg["monitor"]:
+        raise ScheduleError(
+            "schedule.monitor", cfg["monitor"], "name the validation metric to watch, e.g. val_loss"
+        )
 
 
 def _no_family_params(cfg: Mapping[str, Any], total_steps: int) -> None:
@@ -372,9 +364,7 @@ def _progress(step: int, total_steps: int, warmup_steps: int) -> float:
     return (step - warmup_steps) / (total_steps - warmup_steps)
 
 
-def _annealed(
-    cfg: Mapping[str, Any], total_steps: int, warmup_steps: int
-) -> Multiplier:
+def _annealed(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     """Decay from 1 to the floor following the family's shape (1 -> 0 over progress [0, 1])."""
     floor = float(cfg["min_lr_ratio"])
     shape = _SHAPES[cfg["name"]](cfg)
@@ -425,44 +415,32 @@ def _wsd_shape(decay_fraction: float, cooldown: str) -> Callable[[float], float]
     return shape
 
 
-def _constant(
-    cfg: Mapping[str, Any], total_steps: int, warmup_steps: int
-) -> Multiplier:
+def _constant(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     return lambda step: 1.0
 
 
 def _step(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     floor, gamma = float(cfg["min_lr_ratio"]), float(cfg["gamma"])
     # Integer step size, as StepLR, so decays land on whole steps whatever the rounding.
-    step_size = max(
-        1, round(float(cfg["step_fraction"]) * (total_steps - warmup_steps))
-    )
+    step_size = max(1, round(float(cfg["step_fraction"]) * (total_steps - warmup_steps)))
     return lambda step: max(floor, gamma ** ((step - warmup_steps) // step_size))
 
 
-def _multistep(
-    cfg: Mapping[str, Any], total_steps: int, warmup_steps: int
-) -> Multiplier:
+def _multistep(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     floor, gamma = float(cfg["min_lr_ratio"]), float(cfg["gamma"])
     # Milestones are fractions of the whole run; one inside warmup applies when warmup ends.
     milestones = [round(float(m) * total_steps) for m in cfg["milestones"]]
     return lambda step: max(floor, gamma ** bisect.bisect_right(milestones, step))
 
 
-def _exponential(
-    cfg: Mapping[str, Any], total_steps: int, warmup_steps: int
-) -> Multiplier:
+def _exponential(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     # decay_to (the total decay over the run) rather than a per-step gamma keeps a
     # search space meaningful whatever max_steps is.
     floor, decay_to = float(cfg["min_lr_ratio"]), float(cfg["decay_to"])
-    return lambda step: max(
-        floor, decay_to ** _progress(step, total_steps, warmup_steps)
-    )
+    return lambda step: max(floor, decay_to ** _progress(step, total_steps, warmup_steps))
 
 
-def _inverse_sqrt(
-    cfg: Mapping[str, Any], total_steps: int, warmup_steps: int
-) -> Multiplier:
+def _inverse_sqrt(cfg: Mapping[str, Any], total_steps: int, warmup_steps: int) -> Multiplier:
     # 1 on the last warmup step (step + 1 == W), like the linear warmup's peak.
     floor = float(cfg["min_lr_ratio"])
     return lambda step: max(floor, math.sqrt(warmup_steps / (step + 1)))
@@ -472,9 +450,7 @@ _SHAPES: dict[str, Callable[[Mapping[str, Any]], Callable[[float], float]]] = {
     "linear": lambda cfg: _polynomial_shape(1.0),
     "polynomial": lambda cfg: _polynomial_shape(float(cfg["power"])),
     "cosine": lambda cfg: _cosine_shape,
-    "cosine_restarts": lambda cfg: _restarts_shape(
-        int(cfg["cycles"]), float(cfg["cycle_mult"])
-    ),
+    "cosine_restarts": lambda cfg: _restarts_shape(int(cfg["cycles"]), float(cfg["cycle_mult"])),
     "wsd": lambda cfg: _wsd_shape(float(cfg["decay_fraction"]), str(cfg["cooldown"])),
 }
 
@@ -567,6 +543,8 @@ class PlateauScheduler(LambdaLR):
     comes from :meth:`report`. The reduction happens on the ``patience``-th
     non-improving report in a row (torch waits for one more), and takes effect at
     once. State (``scale``, ``best``, ``bad_reports``) is in :meth:`state_dict`.
+    The spec's ``monitor`` key names the metric for the trainer to report; the
+    scheduler only sees the values.
 
     Args:
         optimizer: The wrapped optimizer.
@@ -625,9 +603,7 @@ class PlateauScheduler(LambdaLR):
 
     def _apply_lr(self) -> None:
         multiplier = self.lr_lambdas[0](self.last_epoch)
-        for group, base_lr in zip(
-            self.optimizer.param_groups, self.base_lrs, strict=True
-        ):
+        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs, strict=True):
             group["lr"] = base_lr * multiplier
         self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 

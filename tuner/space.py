@@ -109,9 +109,7 @@ def _numeric_spec(
     log = raw.get("log")
     log = _is_lr(name, path) if log is None else bool(log)
     if log and low <= 0:
-        raise UserError(
-            f"{key}.low", raw["low"], f"a log-scale bound must be > 0 (or set {key}.log=false)"
-        )
+        raise UserError(f"{key}.low", raw["low"], f"a log-scale bound must be > 0 (or set {key}.log=false)")
     step = raw.get("step")
     if step is not None and (log or step <= 0):
         raise UserError(f"{key}.step", step, "use a positive step, and only on a linear scale")
@@ -208,5 +206,5 @@ def grid(specs: Sequence[ParamSpec], *, points: int) -> dict[str, list[Any]]:
             values = [low * (high / low) ** (i / max(points - 1, 1)) for i in range(points)]
         else:
             values = [low + (high - low) * i / max(points - 1, 1) for i in range(points)]
-        axes[spec.name] = sorted({int(round(v)) for v in values}) if spec.kind == "int" else values
+        axes[spec.name] = sorted({round(v) for v in values}) if spec.kind == "int" else values
     return axes

@@ -104,9 +104,15 @@ def build_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
                 max_retry=int(cfg.storage.get("max_retry", 1))
             )
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=dict(cfg.storage.get("engine_kwargs") or {}), **kwargs)
+            return optuna.storages.RDBStorage(
+                url, engine_kwargs=dict(cfg.storage.get("engine_kwargs") or {}), **kwargs
+            )
         except Exception as exc:
-            raise UserError("storage.url", mask_password(url), f"cannot open the storage ({type(exc).__name__}); check the URL and that the server is up") from None
+            raise UserError(
+                "storage.url",
+                mask_password(url),
+                f"cannot open the storage ({type(exc).__name__}); check the URL and that the server is up",
+            ) from None
     raise UserError("storage.backend", backend, f"use one of {', '.join(STORAGES)}")
 
 
@@ -131,7 +137,9 @@ def fingerprint(cfg: DictConfig) -> str:
     keep["direction"] = cfg.study.direction
     # The fixed parts of optimizer and schedule matter, except what the space samples.
     keep["optimizer"], keep["schedule"] = cfg.optimizer, cfg.schedule
-    text = json.dumps(OmegaConf.to_container(OmegaConf.create(keep), resolve=True), sort_keys=True, default=str)
+    text = json.dumps(
+        OmegaConf.to_container(OmegaConf.create(keep), resolve=True), sort_keys=True, default=str
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
@@ -144,14 +152,18 @@ def open_study(cfg: DictConfig, specs: Sequence[ParamSpec], *, name: str) -> opt
     storage = build_storage(cfg)
     sampler, pruner = build_sampler(cfg, specs), build_pruner(cfg)
     resume = bool(cfg.study.get("resume", True))
-    if storage is not None and not resume and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+    if (
+        storage is not None
+        and not resume
+        and name in {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    ):
         optuna.delete_study(study_name=name, storage=storage)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
         sampler=sampler,
         pruner=pruner,
-        direction=str(cfg.study.direction),
+        direction="maximize" if cfg.study.direction == "maximize" else "minimize",
         load_if_exists=True,
     )
     mark = fingerprint(cfg)

@@ -11,6 +11,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +39,12 @@ class _Writer:
     """Runs store writes in order on one daemon thread."""
 
     def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._run, name="tuner-mlflow", daemon=True)
         self._thread.start()
 
-    def submit(self, write: Callable[[], None]) -> None:
+    def submit(self, write: Callable[[], object]) -> None:
         self._queue.put(write)
 
     def _run(self) -> None:
@@ -130,7 +131,7 @@ class Tracker:
         for start in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[start : start + 100])
 
-    def submit(self, write: Callable[[], None]) -> None:
+    def submit(self, write: Callable[[], object]) -> None:
         """Queues a write on the background thread."""
         self._writer.submit(write)
 
@@ -142,12 +143,16 @@ class Tracker:
 
     def finish_study(self, run_id: str, *, summary: Mapping[str, Any], best_config_yaml: str | None) -> None:
         """Writes the best value, parameters and config to the parent run and ends it."""
-        metrics = {k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        metrics = {
+            k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
         tags = [RunTag(f"tuner.{k}", str(v)) for k, v in summary.items() if k not in metrics]
         now = int(time.time() * 1000)
 
         def write() -> None:
-            self.client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags)
+            self.client.log_batch(
+                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags
+            )
             if best_config_yaml is not None:
                 self.client.log_text(run_id, best_config_yaml, "best_config.yaml")
             self.client.set_terminated(run_id, "FINISHED")
@@ -170,11 +175,16 @@ class TrialRun:
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         """Per-step values (``lr``, ``train_loss``) in batches of MLflow's maximum size."""
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, s) for k, values in series.items() for s, v in zip(steps, values)]
+        metrics = [
+            Metric(k, float(v), now, s)
+            for k, values in series.items()
+            for s, v in zip(steps, values, strict=False)
+        ]
         client = self.tracker.client
         for start in range(0, len(metrics), _BATCH):
-            chunk = metrics[start : start + _BATCH]
-            self.tracker.submit(lambda chunk=chunk: client.log_batch(self.run_id, metrics=chunk))
+            self.tracker.submit(
+                partial(client.log_batch, self.run_id, metrics=metrics[start : start + _BATCH])
+            )
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         self.tracker.log_metrics(self.run_id, step, metrics)
@@ -185,7 +195,9 @@ class TrialRun:
     def log_artifact(self, path: Path) -> None:
         self.tracker.submit(lambda: self.tracker.client.log_artifact(self.run_id, str(path)))
 
-    def end(self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None) -> None:
+    def end(
+        self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
+    ) -> None:
         """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
         tags = [RunTag(STATE_TAG, state)] + ([RunTag(REASON_TAG, reason[:5000])] if reason else [])
         final = dict(extra or {})
@@ -195,7 +207,9 @@ class TrialRun:
         client, run_id = self.tracker.client, self.run_id
 
         def write() -> None:
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()], tags=tags)
+            client.log_batch(
+                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()], tags=tags
+            )
             client.set_terminated(run_id, _STATUS.get(state, RunStatus.to_string(RunStatus.FAILED)))
 
         self.tracker.submit(write)

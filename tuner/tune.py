@@ -11,7 +11,7 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.build import build_datamodule, build_model
+from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
 from tuner.errors import UserError
 from tuner.objective import Outcome, run_trial
@@ -21,7 +21,11 @@ from tuner.study import best_trials, count_finished, count_started, mask_passwor
 from tuner.tracking import Tracker, local_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-_STATES = {"COMPLETE": optuna.trial.TrialState.COMPLETE, "PRUNED": optuna.trial.TrialState.PRUNED, "FAIL": optuna.trial.TrialState.FAIL}
+_STATES = {
+    "COMPLETE": optuna.trial.TrialState.COMPLETE,
+    "PRUNED": optuna.trial.TrialState.PRUNED,
+    "FAIL": optuna.trial.TrialState.FAIL,
+}
 
 
 @dataclass
@@ -50,9 +54,9 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
         else:
             out[prefix] = node
 
-    container = OmegaConf.to_container(cfg, resolve=True)
+    container = plain(cfg)
     for group in ("data", "model", "optimizer", "schedule", "trainer", "sampler", "pruner", "study"):
-        walk(container[group], group)  # type: ignore[index]
+        walk(container[group], group)
     out["seed"] = cfg.seed
     return out
 
@@ -70,7 +74,12 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     tracker = Tracker(uri, experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts")
     parent = tracker.parent_run(name, params=_flat(cfg))
     total = int(cfg.study.n_trials)
-    progress.start(study=name, total=total, done=count_finished(study), storage=mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")))
+    progress.start(
+        study=name,
+        total=total,
+        done=count_finished(study),
+        storage=mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")),
+    )
     started = time.monotonic()
     failures, stopped = 0, None
     try:
@@ -119,7 +128,13 @@ def _one_trial(
     values = suggest(trial, specs, cfg)
     trial_cfg = apply(cfg, specs, values)
     check_trial(trial_cfg)
-    run = tracker.start_trial(parent, study_name=str(cfg.study.name), number=trial.number, params=values, config_yaml=OmegaConf.to_yaml(trial_cfg))
+    run = tracker.start_trial(
+        parent,
+        study_name=str(cfg.study.name),
+        number=trial.number,
+        params=values,
+        config_yaml=OmegaConf.to_yaml(trial_cfg),
+    )
     trial.set_user_attr("mlflow_run_id", run.run_id)
     progress.trial_started(trial.number, values)
     try:
@@ -143,7 +158,12 @@ def _one_trial(
         study.tell(trial, outcome.value)
     else:
         study.tell(trial, state=_STATES[outcome.state])
-    run.end(outcome.state, value=outcome.value, reason=outcome.reason, extra={"steps": outcome.steps, **outcome.metrics})
+    run.end(
+        outcome.state,
+        value=outcome.value,
+        reason=outcome.reason,
+        extra={"steps": outcome.steps, **outcome.metrics},
+    )
     progress.trial_finished(trial.number, outcome, study)
     return outcome
 
@@ -157,14 +177,23 @@ def _undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     """Removes a study that a configuration error stopped before any trial finished."""
     tracker.close()
     tracker.client.delete_run(parent)
-    for run in tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"):
+    for run in tracker.client.search_runs(
+        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+    ):
         tracker.client.delete_run(run.info.run_id)
     if not tracker.client.search_runs([tracker.experiment_id]):
         tracker.client.delete_experiment(tracker.experiment_id)
     optuna.delete_study(study_name=study.study_name, storage=study._storage)
 
 
-def _finish(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study, tracker: Tracker, parent: str, stopped: str | None) -> None:
+def _finish(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    study: optuna.Study,
+    tracker: Tracker,
+    parent: str,
+    stopped: str | None,
+) -> None:
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None

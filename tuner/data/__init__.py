@@ -5,4 +5,4 @@ from __future__ import annotations
 from tuner.data._arrays import ArrayDataModule, BatchLoader
 from tuner.data._builtin import MNIST1D, Digits, MNISTSubset
 
-__all__ = ["ArrayDataModule", "BatchLoader", "Digits", "MNIST1D", "MNISTSubset"]
+__all__ = ["MNIST1D", "ArrayDataModule", "BatchLoader", "Digits", "MNISTSubset"]

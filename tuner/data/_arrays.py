@@ -88,7 +88,7 @@ class ArrayDataModule(pl.LightningDataModule):
         mean, std = x_train.mean(), x_train.std() + 1e-8
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(x_train))
-        n_val = int(round(len(x_train) * self.val_fraction))
+        n_val = round(len(x_train) * self.val_fraction)
         val_idx, train_idx = order[:n_val], order[n_val:]
 
         def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:

@@ -46,7 +46,7 @@ class MNIST1D(ArrayDataModule):
         arrays = {k: np.asarray(data[k]) for k in ("x", "y", "x_test", "y_test")}
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez(tmp, **arrays)
+        np.savez(tmp, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
         os.replace(tmp, path)  # atomic: parallel workers never read half a file
         return arrays["x"], arrays["y"], arrays["x_test"], arrays["y_test"]
 
@@ -55,7 +55,7 @@ def _holdout(
     x: np.ndarray, y: np.ndarray, *, test_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     order = np.random.default_rng(seed).permutation(len(x))
-    n_test = int(round(len(x) * test_fraction))
+    n_test = round(len(x) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return x[train], y[train], x[test], y[test]
 

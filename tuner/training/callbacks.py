@@ -76,7 +76,9 @@ class StepTrace(pl.Callback):
         self._lrs: list[float] = []
         self._losses: list[torch.Tensor] = []
 
-    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._steps.append(trainer.global_step)
         self._lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
 

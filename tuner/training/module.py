@@ -95,7 +95,9 @@ class TrialModule(pl.LightningModule):
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, reduction="sum")
         correct = (logits.argmax(dim=1) == y).sum()
-        self._eval_sums += torch.stack([loss, correct.to(loss.dtype), torch.tensor(len(y), device=loss.device, dtype=loss.dtype)])
+        self._eval_sums += torch.stack(
+            [loss, correct.to(loss.dtype), torch.tensor(len(y), device=loss.device, dtype=loss.dtype)]
+        )
 
     def _log_eval(self, split: str) -> None:
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")

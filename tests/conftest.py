@@ -1,0 +1,66 @@
+"""Shared fixtures: every test writes under its own tmp_path and runs on one thread."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from tuner.cli import compose, main
+
+REPO = Path(__file__).resolve().parent.parent
+#: Overrides that shrink a study to seconds; tests add their own after these.
+TINY = [
+    "trainer.max_steps=60",
+    "trainer.val_check_interval=20",
+    "tracking.step_flush_every=20",
+    "study.n_trials=2",
+    "data.num_samples=600",
+]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread_and_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.set_num_threads(1)
+    monkeypatch.setenv("TUNER_HOME", str(tmp_path / "runs"))
+    monkeypatch.setenv("TUNER_CACHE", str(REPO / ".cache" / "data"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    """Composes the real config tree with overrides (outputs under the test's tmp_path)."""
+    return lambda *overrides: compose(list(overrides))
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
+    """Runs ``python -m tuner`` in this process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def run_subprocess(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess[str]:
+    """Runs the real command line in a child process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "tuner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

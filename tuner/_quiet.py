@@ -1,0 +1,19 @@
+"""Silences library chatter that says nothing to a person running a study."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+
+def quiet_libraries() -> None:
+    """Keeps warnings and errors, drops INFO banners and deprecation noise of dependencies."""
+    import mlflow  # noqa: F401  (both set their loggers' levels when first imported)
+    import pytorch_lightning  # noqa: F401
+
+    for name in ("pytorch_lightning", "lightning_fabric", "lightning.pytorch", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*is deprecated.*")
+    warnings.filterwarnings("ignore", message=".*experimental feature.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
