@@ -17,3 +17,5 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Lightning's hint on any machine with SLURM installed, though no trial runs under srun.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")
