@@ -15,14 +15,11 @@ Writes are sent at least once: one in flight when the process dies is sent again
 from __future__ import annotations
 
 import json
-import os
-import socket
 import sys
 import threading
 import time
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,29 +27,9 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tuner.secrets import mask_secrets
+from tuner.spool_files import PENDING, Op, describe, load_spool
 
-#: Placeholder run ids of runs created while the server was away start with this.
-PENDING = "pending-"
 _REJECTED_AFTER = 3
-
-
-@dataclass
-class Op:
-    """One write to the tracking store.
-
-    Attributes:
-        kind: ``create`` (a run), ``batch`` (metrics, params, tags), ``text``, ``artifact``,
-            ``end`` (terminate the run) or ``call`` (any callable: not kept on disk).
-        ref: The run it writes to: a run id, or a placeholder of a run not yet created.
-        data: The write's content (JSON-serialisable).
-        call: The callable of a ``call`` write.
-    """
-
-    kind: str
-    ref: str
-    data: dict[str, Any] = field(default_factory=dict)
-    call: Callable[[], object] | None = None
-    seq: int = 0
 
 
 class SpoolWriter:
@@ -132,7 +109,7 @@ class SpoolWriter:
                 op = self._queue[0]
             error = self._execute(op)
             if error is not None and op.ref in self._lost_runs:
-                self.errors.append(f"{self._describe([op])}: {error}")
+                self.errors.append(f"{describe([op], names=self.names, ids=self.ids)}: {error}")
                 self._done(op, sent=False)
                 continue
             if error is None:
@@ -147,7 +124,9 @@ class SpoolWriter:
             if reason is None:
                 failures += 1
                 if failures >= _REJECTED_AFTER:
-                    self.errors.append(f"{self._describe([op])}: {mask_secrets(error)}")
+                    self.errors.append(
+                        f"{describe([op], names=self.names, ids=self.ids)}: {mask_secrets(error)}"
+                    )
                     if op.kind == "create":
                         self._lost_runs.add(op.ref)
                     failures = 0
@@ -306,83 +285,13 @@ class SpoolWriter:
                 problems.append(
                     f"{self.store} did not come back: {len(kept)} writes not logged, kept in "
                     f"{self.spool_path} and sent by the next run of this study on this host: "
-                    f"{self._describe(kept)}"
+                    f"{describe(kept, names=self.names, ids=self.ids)}"
                 )
             if lost:
-                problems.append(f"{len(lost)} writes lost ({self.store} away): {self._describe(lost)}")
+                problems.append(
+                    f"{len(lost)} writes lost ({self.store} away): {describe(lost, names=self.names, ids=self.ids)}"
+                )
         return problems
-
-    def _describe(self, ops: list[Op]) -> str:
-        """What a list of writes holds, run by run: 'trial-0003: the run, 2 params, ...'."""
-        by_run: dict[str, Counter[str]] = {}
-        for op in ops:
-            name = self.names.get(op.ref) or self.names.get(self.ids.get(op.ref, ""), op.ref)
-            counts = by_run.setdefault(name, Counter())
-            if op.kind == "batch":
-                for part in ("metrics", "params", "tags"):
-                    counts[part] += len(op.data.get(part, ()))
-            elif op.kind in ("text", "artifact"):
-                counts[f"artifact {op.data.get('file') or Path(op.data['path']).name}"] += 1
-            elif op.kind == "end":
-                counts[f"its end ({op.data['status']})"] += 1
-            else:
-                counts["the run itself" if op.kind == "create" else "other writes"] += 1
-        parts = []
-        for name, counts in by_run.items():
-            shown = ", ".join(
-                f"{n} {k}" if k in ("metrics", "params", "tags", "other writes") else k
-                for k, n in counts.items()
-                if n
-            )
-            parts.append(f"{name}: {shown}")
-        return "; ".join(parts)
 
     def _notice(self, line: str) -> None:
         print(f"warning: {line}", file=sys.stderr, flush=True)
-
-
-def load_spool(path: Path) -> tuple[list[Op], dict[str, str]]:
-    """The unsent writes of a spool file, and the run ids it learned."""
-    ops: dict[int, Op] = {}
-    ids: dict[str, str] = {}
-    acked: dict[int, str | None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue  # the last line of a process that died mid-write
-        if "ack" in record:
-            acked[int(record["ack"])] = record.get("run_id")
-        else:
-            ops[int(record["seq"])] = Op(record["kind"], record["ref"], record["data"])
-    for seq, run_id in acked.items():
-        op = ops.pop(seq, None)
-        if op is not None and op.kind == "create" and run_id:
-            ids[op.ref] = run_id
-    return [ops[s] for s in sorted(ops)], ids
-
-
-def spool_file(spool_dir: Path, experiment: str) -> Path:
-    """This process's spool file for one experiment."""
-    return spool_dir / f"{experiment}.{socket.gethostname()}.{os.getpid()}.jsonl"
-
-
-def orphaned_spools(spool_dir: Path, experiment: str) -> list[Path]:
-    """Spool files of this experiment left on this host by processes that have ended."""
-    found = []
-    host = socket.gethostname()
-    for path in sorted(spool_dir.glob(f"{experiment}.{host}.*.jsonl")):
-        pid = path.name.removeprefix(f"{experiment}.{host}.").removesuffix(".jsonl")
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-            found.append(path)
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

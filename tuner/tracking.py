@@ -24,7 +24,8 @@ from mlflow.tracking import MlflowClient
 
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
-from tuner.spool import PENDING, Op, SpoolWriter, orphaned_spools, spool_file
+from tuner.spool import SpoolWriter
+from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
 
 #: MLflow accepts at most this many metrics in one log_batch call.
 _BATCH = 1000
