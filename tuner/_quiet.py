@@ -17,3 +17,6 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # Lightning says this on every trial on any machine with SLURM installed; workers
+    # that SLURM launches are configured by the launcher, not by Lightning's detection.
+    warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
