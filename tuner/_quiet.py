@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 
 def quiet_libraries() -> None:
     """Keeps warnings and errors, drops INFO banners and deprecation noise of dependencies."""
+    # MLflow draws a progress bar for every artifact it downloads (the report reads a few).
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow  # noqa: F401  (both set their loggers' levels when first imported)
     import pytorch_lightning  # noqa: F401
 

@@ -36,6 +36,7 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     stopped_because: str | None = None
+    report: Path | None = None
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -106,8 +107,8 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         tracker.client.set_tag(parent, "tuner.interrupted", "true")
         tracker.close()
         raise
-    _finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, uri, parent, stopped)
+    report = _finish(cfg, specs, study, tracker, parent, stopped)
+    return StudyResult(study, uri, parent, stopped, report)
 
 
 def _one_trial(
@@ -193,7 +194,8 @@ def _finish(
     tracker: Tracker,
     parent: str,
     stopped: str | None,
-) -> None:
+) -> Path | None:
+    """Writes the summary to the parent run, then the plots and report; returns the report."""
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
@@ -213,3 +215,15 @@ def _finish(
     errors = tracker.close()
     if errors:
         print(f"warning: {len(errors)} MLflow writes failed; first: {errors[0]}")
+    if not (cfg.get("report") and cfg.report.enabled):
+        return None
+    from tuner.report.build import write_report
+
+    try:  # the trials are safe in the stores; a plot that fails must not hide that
+        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+    except Exception as exc:
+        print(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m tuner mode=report study.name={study.study_name}"
+        )
+        return None
