@@ -249,7 +249,7 @@ def load_for_report(cfg: DictConfig) -> optuna.Study:
     where = str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")
     if storage is None:
         raise UserError(
-            "storage",
+            "storage.backend",
             "memory",
             "a memory study is gone when its run ends; report on storage=journal or sqlite",
         )
