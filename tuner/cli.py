@@ -126,7 +126,10 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
         if result.report:
             print(f"Report and plots: {result.report} (and .html beside it)")
         print("Compare the trials in the MLflow UI:")
-        print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
+        if result.tracking_uri.startswith(("http:", "https:")):
+            print(f"  open {result.tracking_uri}")
+        else:
+            print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
         return 0
     if cfg.mode == "report":
         return _report(cfg)

@@ -21,8 +21,9 @@ from omegaconf import DictConfig, OmegaConf
 from tuner.errors import UserError
 from tuner.report.analysis import LRRange, importances, robust_lr, sensitivity
 from tuner.report.document import Doc
+from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
-from tuner.report.plots import Artifact, draw_all
+from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
 
 
@@ -112,10 +113,16 @@ def _top_trials(doc: Doc, data: StudyData, top: int) -> None:
     for rank, t in enumerate(trials, 1):
         run = data.trial_runs.get(t.number)
         rows.append(
-            [rank, t.number, *[_fmt(t.params.get(k)) for k in keys], _fmt(t.value),
-             _fmt(t.user_attrs.get("test_acc")), _fmt(t.user_attrs.get("steps")),
-             f"`{run.info.run_id}`" if run else "-"]
-        )  # fmt: skip
+            [
+                rank,
+                t.number,
+                *[_fmt(t.params.get(k)) for k in keys],
+                _fmt(t.value),
+                _fmt(t.user_attrs.get("test_acc")),
+                _fmt(t.user_attrs.get("steps")),
+                f"`{run.info.run_id}`" if run else "-",
+            ]
+        )
     doc.table(["rank", "trial", *keys, data.metric, "test_acc", "steps", "MLflow run"], rows)
 
 
@@ -137,7 +144,7 @@ def _recommendation(doc: Doc, data: StudyData, basin: LRRange | None, *, toleran
         f"The robust range holds the complete trials whose `{data.metric}` is within {within} "
         f"(`{data.metric}` {side} {basin.threshold:.4g}; `report.tolerance`={tolerance:g}, "
         f"`report.tolerance_kind`={kind}) and that lie next to the best trial in {basin.param} order, "
-        f"with no worse, pruned or failed trial between: trials {', '.join(map(str, basin.members))}. "
+        f"with no worse, pruned or failed trial between: {_trials(basin.members)}. "
         f"The best trial's {basin.param} is {basin.best_lr:.3g}; the centre keeps the most distance from "
         "both edges, where the value starts to drop."
     )
@@ -145,9 +152,13 @@ def _recommendation(doc: Doc, data: StudyData, basin: LRRange | None, *, toleran
         doc.para("Only one trial is within tolerance, so the range is a single point: run more trials.")
     if basin.excluded:
         doc.para(
-            f"Trials {', '.join(map(str, basin.excluded))} are within tolerance too but lie beyond a worse "
-            "trial, outside the basin around the best."
+            f"Within tolerance too but beyond a worse trial, outside the basin around the best: "
+            f"{_trials(basin.excluded)}."
         )
+
+
+def _trials(numbers: tuple[int, ...]) -> str:
+    return ("trial " if len(numbers) == 1 else "trials ") + ", ".join(map(str, numbers))
 
 
 def _sensitivity(doc: Doc, data: StudyData, found: dict[str, float], note: str | None) -> None:

@@ -8,54 +8,16 @@ changes the process's global backend.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
 from matplotlib.figure import Figure
 
 from tuner.report.analysis import LRRange
+from tuner.report.curves import learning_curves, lr_schedules
+from tuner.report.figures import STYLE, Artifact, has_plotly, save_png, write_html
 from tuner.report.gather import StudyData
-
-_STYLE = {
-    "COMPLETE": {"color": "tab:blue", "marker": "o", "label": "complete"},
-    "PRUNED": {"color": "tab:orange", "marker": "x", "label": "pruned"},
-    "FAIL": {"color": "tab:red", "marker": "v", "label": "failed"},
-}
-
-
-@dataclass
-class Artifact:
-    """One plot of the study: its PNG, its HTML twin if any, or why it is missing."""
-
-    name: str
-    title: str
-    png: Path | None = None
-    html: Path | None = None
-    note: str | None = None
-
-
-def _has_plotly() -> bool:
-    try:
-        import plotly  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
-
-
-def _write_html(fig: Any, path: Path) -> Path:
-    # One plotly.min.js beside the pages: they open offline, and it is not copied per plot.
-    fig.write_html(str(path), include_plotlyjs="directory", full_html=True)
-    return path
 
 
 def _value_of(trial: optuna.trial.FrozenTrial) -> float | None:
@@ -69,7 +31,7 @@ def optimization_history(data: StudyData, out: Path, *, html: bool) -> Artifact:
     art = Artifact("optimization_history", "Optimization history")
     fig = Figure(figsize=(7, 4))
     ax = fig.add_subplot()
-    for state, style in _STYLE.items():
+    for state, style in STYLE.items():
         pts = [
             (t.number, v) for t in data.finished if t.state.name == state if (v := _value_of(t)) is not None
         ]
@@ -86,9 +48,9 @@ def optimization_history(data: StudyData, out: Path, *, html: bool) -> Artifact:
         ax.step(*zip(*best, strict=True), where="post", color="black", label="best so far")
     ax.set(xlabel="trial", ylabel=data.metric, title=f"{data.name}: {data.metric} by trial")
     ax.legend(fontsize="small")
-    art.png = _save(fig, out / f"{art.name}.png")
+    art.png = save_png(fig, out / f"{art.name}.png")
     if html and data.complete:
-        art.html = _write_html(
+        art.html = write_html(
             optuna.visualization.plot_optimization_history(data.study, target_name=data.metric),
             out / f"{art.name}.html",
         )
@@ -114,7 +76,7 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
             basin.recommended, color="tab:green", ls="--", label=f"recommended {basin.recommended:.3g}"
         )
     for state, pts in series.items():
-        style = _STYLE.get(state, _STYLE["FAIL"])
+        style = STYLE.get(state, STYLE["FAIL"])
         xs, ys, _ = zip(*pts, strict=True)
         ax.scatter(xs, ys, c=style["color"], marker=style["marker"], label=style["label"])
     if data.complete and param in data.complete[0].params:
@@ -131,7 +93,7 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
     ax.set_xscale("log")
     ax.set(xlabel=f"{param} (log scale)", ylabel=data.metric, title=f"{data.name}: {data.metric} vs {param}")
     ax.legend(fontsize="small")
-    art.png = _save(fig, out / f"{art.name}.png")
+    art.png = save_png(fig, out / f"{art.name}.png")
     if html:
         import plotly.graph_objects as go
 
@@ -140,14 +102,19 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
             xs, ys, ns = zip(*pts, strict=True)
             pfig.add_trace(
                 go.Scatter(
-                    x=xs, y=ys, mode="markers", name=state.lower(), text=[f"trial {n}" for n in ns],
+                    x=xs,
+                    y=ys,
+                    mode="markers",
+                    name=state.lower(),
+                    text=[f"trial {n}" for n in ns],
                     marker={"symbol": {"COMPLETE": "circle", "PRUNED": "x"}.get(state, "triangle-down")},
                 )
-            )  # fmt: skip
+            )
         if basin is not None:
             pfig.add_vrect(x0=basin.low, x1=basin.high, fillcolor="green", opacity=0.15, line_width=0)
+            pfig.add_vline(x=basin.recommended, line_dash="dash", line_color="green")
         pfig.update_layout(title=art.title, xaxis={"type": "log", "title": param}, yaxis_title=data.metric)
-        art.html = _write_html(pfig, out / f"{art.name}.html")
+        art.html = write_html(pfig, out / f"{art.name}.html")
     return art
 
 
@@ -205,9 +172,9 @@ def parallel_coordinates(data: StudyData, out: Path, *, html: bool) -> Artifact:
     ax.set_xticks(range(len(columns)), [c[0] for c in columns])
     ax.set_yticks([])
     ax.set_title(f"{data.name}: complete trials, colour = {data.metric}")
-    art.png = _save(fig, out / f"{art.name}.png")
+    art.png = save_png(fig, out / f"{art.name}.png")
     if html:
-        art.html = _write_html(
+        art.html = write_html(
             optuna.visualization.plot_parallel_coordinate(data.study, target_name=data.metric),
             out / f"{art.name}.html",
         )
@@ -227,82 +194,14 @@ def param_importances(
     for i, n in enumerate(names):
         ax.annotate(f"{found[n]:.2f}", (found[n], i), xytext=(3, 0), textcoords="offset points", va="center")
     ax.set(xlim=(0, 1.1), xlabel=f"importance for {data.metric}", title=f"{data.name}: parameter importances")
-    art.png = _save(fig, out / f"{art.name}.png")
+    art.png = save_png(fig, out / f"{art.name}.png")
     if html:
         import plotly.graph_objects as go
 
         pfig = go.Figure(go.Bar(x=[found[n] for n in names], y=names, orientation="h"))
         pfig.update_layout(title=art.title, xaxis_title=f"importance for {data.metric}")
-        art.html = _write_html(pfig, out / f"{art.name}.html")
+        art.html = write_html(pfig, out / f"{art.name}.html")
     return art
-
-
-def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
-    out, acc = [], None
-    for v in values:
-        acc = v if acc is None else alpha * v + (1 - alpha) * acc
-        out.append(acc)
-    return out
-
-
-def _overlay(
-    data: StudyData, out: Path, *, html: bool, name: str, title: str, top: int,
-    panels: list[tuple[str, Callable[[optuna.trial.FrozenTrial], list[tuple[int, float]]], bool]],
-) -> Artifact:  # fmt: skip
-    """Curves of the top trials, one panel per ``(label, curve of a trial, log y)``."""
-    art = Artifact(name, title)
-    trials = data.top(top)
-    curves = [[(t, fn(t)) for t in trials] for _label, fn, _log in panels]
-    if not any(pts for panel in curves for _t, pts in panel):
-        art.note = "no recorded curve for the top trials"
-        return art
-    fig = Figure(figsize=(6 * len(panels), 4))
-    lr = data.lr_param
-    for k, ((label, _fn, log), panel) in enumerate(zip(panels, curves, strict=True)):
-        ax = fig.add_subplot(1, len(panels), k + 1)
-        for t, pts in panel:
-            if pts:
-                tag = f"#{t.number} {data.metric}={float(t.value or 0.0):.4g}"
-                tag += f" {lr}={float(t.params[lr]):.3g}" if lr and lr in t.params else ""
-                ax.plot(*zip(*pts, strict=True), label=tag)
-        if log:
-            ax.set_yscale("log")
-        ax.set(xlabel="step", ylabel=label, title=f"{label}, top {len(trials)} trials")
-        ax.legend(fontsize="x-small")
-    art.png = _save(fig, out / f"{name}.png")
-    if html:
-        from plotly.subplots import make_subplots
-
-        pfig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p[0] for p in panels])
-        for k, panel in enumerate(curves):
-            for t, pts in panel:
-                if pts:
-                    xs, ys = zip(*pts, strict=True)
-                    pfig.add_scatter(x=xs, y=ys, name=f"trial {t.number}", row=1, col=k + 1, mode="lines")
-        pfig.update_layout(title=title)
-        art.html = _write_html(pfig, out / f"{name}.html")
-    return art
-
-
-def learning_curves(data: StudyData, out: Path, *, html: bool, top: int) -> Artifact:
-    def val(t: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
-        return sorted(t.intermediate_values.items()) or data.history(t.number, data.metric)
-
-    def train(t: optuna.trial.FrozenTrial) -> list[tuple[int, float]]:
-        pts = data.history(t.number, "train_loss")
-        return list(zip([s for s, _ in pts], _ema([v for _, v in pts]), strict=True))
-
-    return _overlay(
-        data, out, html=html, name="learning_curves", title="Learning curves of the top trials", top=top,
-        panels=[(data.metric, val, False), ("train_loss (EMA 0.1)", train, True)],
-    )  # fmt: skip
-
-
-def lr_schedules(data: StudyData, out: Path, *, html: bool, top: int) -> Artifact:
-    return _overlay(
-        data, out, html=html, name="lr_schedules", title="LR schedules of the top trials", top=top,
-        panels=[("lr", lambda t: data.history(t.number, "lr"), True)],
-    )  # fmt: skip
 
 
 def finder(data: StudyData, out: Path) -> list[Artifact]:
@@ -315,11 +214,19 @@ def finder(data: StudyData, out: Path) -> list[Artifact]:
     return arts
 
 
-def draw_all(data: StudyData, out: Path, *, top: int, basin: LRRange | None,
-             found: dict[str, float], note: str | None, html: bool = True) -> list[Artifact]:  # fmt: skip
+def draw_all(
+    data: StudyData,
+    out: Path,
+    *,
+    top: int,
+    basin: LRRange | None,
+    found: dict[str, float],
+    note: str | None,
+    html: bool = True,
+) -> list[Artifact]:
     """Every plot of the study, written into ``out``; HTML too when plotly is there."""
     out.mkdir(parents=True, exist_ok=True)
-    html = html and _has_plotly()
+    html = html and has_plotly()
     return [
         optimization_history(data, out, html=html),
         metric_vs_lr(data, out, html=html, basin=basin),
