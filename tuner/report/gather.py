@@ -7,6 +7,7 @@ report can be made of a finished study, of one still running, or of one run else
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from tuner.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 #: Tag of the runs of the LR range test and of the LR-free comparison arms.
 FINDER_ROLE, ARM_TAG, LR_FREE_ARM = "finder", "tuner.arm", "lr_free"
+#: MLflow's largest page of runs (its default, 1,000, is smaller than a big study).
+_MAX_RUNS = 50_000
 _FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
@@ -111,7 +114,9 @@ class StudyData:
         experiments = [e.experiment_id for e in self.client.search_experiments()]
         found: list[Run] = []
         for start in range(0, len(experiments), 100):
-            found += self.client.search_runs(experiments[start : start + 100], filter_string=where)
+            found += self.client.search_runs(
+                experiments[start : start + 100], filter_string=where, max_results=_MAX_RUNS
+            )
         return [
             r
             for r in found
@@ -142,11 +147,12 @@ class StudyData:
                     found.append(item.path)
         into.mkdir(parents=True, exist_ok=True)
         out: list[Path] = []
-        for i, path in enumerate(sorted(found)):
-            local = Path(self.client.download_artifacts(run.info.run_id, path, str(into / ".download")))
-            target = into / (f"{prefix}.png" if i == 0 else f"{prefix}-{i}.png")
-            local.replace(target)
-            out.append(target)
+        with tempfile.TemporaryDirectory() as tmp:
+            for i, path in enumerate(sorted(found)):
+                local = self.client.download_artifacts(run.info.run_id, path, tmp)
+                target = into / (f"{prefix}.png" if i == 0 else f"{prefix}-{i}.png")
+                shutil.move(local, target)
+                out.append(target)
         return out
 
 
@@ -162,7 +168,9 @@ def load_study_data(
         return data
     data.experiment_id = experiment.experiment_id
     runs = client.search_runs(
-        [experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}'"
+        [experiment.experiment_id],
+        filter_string=f"tags.`{STUDY_TAG}` = '{study.study_name}'",
+        max_results=_MAX_RUNS,
     )
     by_id = {t.user_attrs.get("mlflow_run_id"): t.number for t in study.get_trials(deepcopy=False)}
     for run in runs:
