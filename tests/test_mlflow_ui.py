@@ -100,6 +100,7 @@ def test_mlflow_ui_lists_the_study_and_draws_a_trials_lr(mlflow_server, chromium
         *TINY, "study.n_trials=3", "study.name=ui-study", "pruner=none", f"tracking.uri={mlflow_server}"
     )
     assert code == 0, out + err
+    assert "Report and plots:" in out and "warning" not in out  # plots went to the server too
     client = MlflowClient(tracking_uri=mlflow_server)
     experiment = client.get_experiment_by_name("ui-study")
     assert experiment is not None
@@ -109,6 +110,7 @@ def test_mlflow_ui_lists_the_study_and_draws_a_trials_lr(mlflow_server, chromium
         (r for r in runs if r.data.tags.get("tuner.role") == "trial"), key=lambda r: r.info.run_name or ""
     )
     assert len(trials) == 3
+    assert "plots/metric_vs_lr.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shots = [ARTIFACTS / "mlflow-ui-runs.png", ARTIFACTS / "mlflow-ui-trial-lr.png"]
     base = f"{mlflow_server}/#/experiments/{experiment.experiment_id}"
