@@ -12,6 +12,7 @@ from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
 from tuner.preflight import check_data, check_targets
+from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, apply, parse_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
@@ -65,6 +66,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _check_space_ends(cfg, specs)
     check_targets(cfg)
     check_data(cfg)
+    validate_report(cfg)
     return specs
 
 

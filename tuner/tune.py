@@ -40,6 +40,7 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     stopped_because: str | None = None
+    report: Path | None = None
     #: Why faults stopped the study (trial failures in a row), for the person to act on.
     fault: str | None = None
 
@@ -136,8 +137,8 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         tracker.set_tags(parent, {"tuner.interrupted": "true"})
         _warn_unlogged(tracker.close(timeout=min(flush, 5.0)))
         raise
-    _finish(cfg, specs, study, tracker, parent, stopped, flush=flush)
-    return StudyResult(study, uri, parent, stopped, fault)
+    report = _finish(cfg, specs, study, tracker, parent, stopped, flush=flush)
+    return StudyResult(study, uri, parent, stopped, report, fault)
 
 
 def _one_trial(
@@ -239,7 +240,8 @@ def _finish(
     stopped: str | None,
     *,
     flush: float,
-) -> None:
+) -> Path | None:
+    """Writes the summary to the parent run, then the plots and report; returns the report."""
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
@@ -257,3 +259,15 @@ def _finish(
         summary["stopped"] = stopped
     tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
     _warn_unlogged(tracker.close(timeout=flush))
+    if not (cfg.get("report") and cfg.report.enabled):
+        return None
+    from tuner.report.build import write_report
+
+    try:  # the trials are safe in the stores; a plot that fails must not hide that
+        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+    except Exception as exc:
+        print(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m tuner mode=report study.name={study.study_name}"
+        )
+        return None
