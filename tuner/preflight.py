@@ -56,7 +56,8 @@ def check_data(cfg: DictConfig) -> None:
 def check_services(cfg: DictConfig) -> None:
     """The study storage and the MLflow store must be reachable and writable.
 
-    Checked without creating anything: no tables, no files, no experiment.
+    Checked without creating anything but the folders the study would make: no tables,
+    no files, no experiment.
     """
     backend = str(cfg.storage.backend)
     if backend == "journal":
@@ -108,7 +109,7 @@ def probe_server(uri: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
 
 
 def _check_writable(key: str, path: Path, *, shown: str | None = None) -> None:
-    """``path`` is a writable file or folder, or can be created; tried, then left as it was."""
+    """``path`` is a writable file or folder, or can be created (its folder is made, no file)."""
     path = path.expanduser().absolute()
     shown = shown or str(path)
     if path.exists():
@@ -117,12 +118,10 @@ def _check_writable(key: str, path: Path, *, shown: str | None = None) -> None:
         if not os.access(path, os.W_OK):
             raise UserError(key, shown, "not writable; choose a path you can write to")
         return
-    made: list[Path] = []
     try:
-        for folder in reversed([path.parent, *path.parent.parents]):
-            if not folder.exists():
-                folder.mkdir()
-                made.append(folder)
+        # The folders are kept: the study makes them next anyway, and removing them
+        # could pull them from under another worker starting at the same moment.
+        path.parent.mkdir(parents=True, exist_ok=True)
         # access() says yes to root everywhere; writing a file is the real test.
         with tempfile.TemporaryFile(dir=path.parent):
             pass
@@ -130,9 +129,6 @@ def _check_writable(key: str, path: Path, *, shown: str | None = None) -> None:
         raise UserError(
             key, shown, f"cannot be created ({exc.strerror or exc}); choose a path you can write to"
         ) from None
-    finally:
-        for folder in reversed(made):
-            folder.rmdir()
 
 
 def _check_database(key: str, url: str) -> None:
