@@ -96,6 +96,11 @@ class SpoolWriter:
     def healthy(self) -> bool:
         return self.outage_since is None
 
+    def drain(self, *, timeout: float | None = None) -> bool:
+        """Waits until every queued write is sent (or dropped); False if ``timeout`` s passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue, timeout=timeout)
+
     # ------------------------------------------------------------------ the thread
 
     def _run(self) -> None:
