@@ -97,3 +97,13 @@ def test_bad_arms_are_refused_up_front(compose_cfg, arms, fix):
         validate(compose_cfg(f"study.lr_free_arms={arms}"))
     assert info.value.key == "study.lr_free_arms"
     assert fix in info.value.fix
+
+
+def test_a_missing_lr_free_package_stops_the_command_before_anything_runs(tmp_path, run_cli, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)  # makes the import raise ImportError
+    code, out, err = run_cli("study.lr_free_arms=[prodigy]")
+    assert code == 2
+    assert err.strip() == "error: optimizer.name='prodigy': pip install 'tuner[lr-free]'"
+    assert not (tmp_path / "runs").exists()  # nothing half-made
