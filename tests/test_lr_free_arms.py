@@ -103,7 +103,7 @@ def test_a_missing_lr_free_package_stops_the_command_before_anything_runs(tmp_pa
     import sys
 
     monkeypatch.setitem(sys.modules, "prodigyopt", None)  # makes the import raise ImportError
-    code, out, err = run_cli("study.lr_free_arms=[prodigy]")
+    code, _out, err = run_cli("study.lr_free_arms=[prodigy]")
     assert code == 2
     assert err.strip() == "error: optimizer.name='prodigy': pip install 'tuner[lr-free]'"
     assert not (tmp_path / "runs").exists()  # nothing half-made
