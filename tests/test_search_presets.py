@@ -11,7 +11,7 @@ import pytest
 from tuner.cli import config_dir
 from tuner.config import check_trial, validate
 from tuner.errors import UserError
-from tuner.space import ParamSpec, apply
+from tuner.space import ParamSpec, apply, suggest
 from tuner.tracking import local_uri
 
 PRESETS = sorted(p.stem for p in (Path(config_dir()) / "search").glob("*.yaml"))
@@ -50,6 +50,22 @@ def test_a_drawn_optimizer_gets_its_own_keys_and_keeps_the_shared_ones(compose_c
     # The configured family is left as configured.
     same = apply(cfg, specs, {"optimizer": "adam", "lr": 0.01, "beta1": 0.85, "beta2": 0.99})
     assert dict(same.optimizer) == {**dict(cfg.optimizer), "lr": 0.01, "betas": [0.85, 0.99]}
+
+
+def test_a_condition_on_the_config_key_follows_the_drawn_family(compose_cfg):
+    cfg = compose_cfg("search=optimizer_family", "optimizer=adam")
+    cfg.search.params.momentum.when = {"optimizer.name": "sgd"}  # a config key, not the parameter
+    specs = validate(cfg)
+    sgd = suggest(
+        optuna.trial.FixedTrial({"optimizer": "sgd", "lr": 0.1, "momentum": 0.8, "nesterov": False}),
+        specs,
+        cfg,
+    )
+    assert sgd["momentum"] == 0.8
+    adam = suggest(
+        optuna.trial.FixedTrial({"optimizer": "adam", "lr": 0.1, "beta1": 0.9, "beta2": 0.99}), specs, cfg
+    )
+    assert "momentum" not in adam
 
 
 def test_a_drawn_schedule_keeps_the_configured_warmup_and_floor(compose_cfg):

@@ -34,7 +34,7 @@ from tuner.study import best_trials, count_finished
 
 if TYPE_CHECKING:
     from tuner.progress import StudyProgress
-    from tuner.tracking import Tracker
+    from tuner.tracking import Tracker, TrialRun
 
 ARMS_KEY = "study.lr_free_arms"
 ARM_ATTR = "tuner.arm."
@@ -93,46 +93,23 @@ def run_arms(
     progress: StudyProgress,
 ) -> None:
     """Trains the arms not trained yet, then logs the comparison to the parent run."""
-    from mlflow.entities import Param
-
     from tuner.lr_plots import planned_lrs
     from tuner.objective import run_trial
-    from tuner.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TrialRun
 
     names = arm_names(cfg)
     for name in names:
         if ARM_ATTR + name in study.user_attrs:
             continue
         arm = arm_config(cfg, name)
-        created = tracker.client.create_run(
-            tracker.experiment_id,
-            run_name=f"arm-{name}",
-            tags={
-                "mlflow.parentRunId": parent,
-                ROLE_TAG: "arm",
-                ARM_TAG: "lr_free",
-                STUDY_TAG: str(cfg.study.name),
-                STATE_TAG: "RUNNING",
-            },
-        )
-        run = TrialRun(tracker, created.info.run_id)
-        run.log_text(OmegaConf.to_yaml(arm), "trial_config.yaml")
-        params = [
-            Param("optimizer", name),
-            Param("lr", str(arm.optimizer.lr)),
-            Param("schedule", str(arm.schedule.name)),
-        ]
-        tracker.submit(partial(tracker.client.log_batch, run.run_id, params=params))
-        if not progress.quiet:
-            print(
-                f"  arm {name} (LR-free) running: lr={arm.optimizer.lr} schedule={arm.schedule.name}",
-                file=progress.stream,
-                flush=True,
-            )
+        run = _start_run(tracker, parent, arm, name)
+        _say(progress, f"  arm {name} (LR-free) running: lr={arm.optimizer.lr} schedule={arm.schedule.name}")
         try:
             outcome = run_trial(arm, datamodule, trial=None, run=run)
-        except BaseException:
-            run.end("KILLED", value=None, reason="interrupted")
+        except KeyboardInterrupt:
+            run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
+            raise
+        except UserError:
+            run.end("FAIL", value=None, reason="configuration error")
             raise
         run.log_lr_curve(planned=planned_lrs(arm), title=f"LR-free arm {name}")
         if outcome.error:
@@ -143,25 +120,55 @@ def run_arms(
             reason=outcome.reason,
             extra={"steps": outcome.steps, **outcome.metrics},
         )
-        study.set_user_attr(
-            ARM_ATTR + name,
-            {
-                "state": outcome.state,
-                "value": outcome.value,
-                "steps": outcome.steps,
-                "reason": outcome.reason,
-                "lr": float(arm.optimizer.lr),
-                "schedule": str(arm.schedule.name),
-                "run_id": run.run_id,
-                **outcome.metrics,
-            },
+        result = {
+            "state": outcome.state,
+            "value": outcome.value,
+            "steps": outcome.steps,
+            "reason": outcome.reason,
+        }
+        result |= {"lr": float(arm.optimizer.lr), "schedule": str(arm.schedule.name), "run_id": run.run_id}
+        study.set_user_attr(ARM_ATTR + name, {**result, **outcome.metrics})
+        value = "-" if outcome.value is None else f"{outcome.value:.4g}"
+        _say(
+            progress,
+            f"[arm] {name} {outcome.state} value={value}"
+            + (f" [{outcome.reason}]" if outcome.reason else ""),
         )
-        if not progress.quiet:
-            value = "-" if outcome.value is None else f"{outcome.value:.4g}"
-            reason = f" [{outcome.reason}]" if outcome.reason else ""
-            print(f"[arm] {name} {outcome.state} value={value}{reason}", file=progress.stream, flush=True)
     if names:
         log_comparison(cfg, specs, study, tracker, parent)
+
+
+def _start_run(tracker: Tracker, parent: str, arm: DictConfig, name: str) -> TrialRun:
+    """The arm's nested MLflow run, tagged ``tuner.arm=lr_free``, with its config."""
+    from mlflow.entities import Param
+
+    from tuner.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TrialRun
+
+    created = tracker.client.create_run(
+        tracker.experiment_id,
+        run_name=f"arm-{name}",
+        tags={
+            "mlflow.parentRunId": parent,
+            ROLE_TAG: "arm",
+            ARM_TAG: "lr_free",
+            STUDY_TAG: str(arm.study.name),
+            STATE_TAG: "RUNNING",
+        },
+    )
+    run = TrialRun(tracker, created.info.run_id)
+    params = [
+        Param("optimizer", name),
+        Param("lr", str(arm.optimizer.lr)),
+        Param("schedule", str(arm.schedule.name)),
+    ]
+    tracker.submit(partial(tracker.client.log_batch, run.run_id, params=params))
+    run.log_text(OmegaConf.to_yaml(arm), "trial_config.yaml")
+    return run
+
+
+def _say(progress: StudyProgress, line: str) -> None:
+    if not progress.quiet:
+        print(line, file=progress.stream, flush=True)
 
 
 def comparison_rows(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.Study) -> list[dict[str, Any]]:

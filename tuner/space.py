@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
@@ -85,6 +85,7 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
             specs.append(ParamSpec(name, path, kind, choices=choices, when=when))
             continue
         specs.append(_numeric_spec(name, path, kind, raw, key, when))
+    specs = _parents_by_name(specs)
     _check_parents(specs, cfg)
     return specs
 
@@ -118,6 +119,18 @@ def _numeric_spec(
     if kind == "int" and not (low.is_integer() and high.is_integer()):
         raise UserError(f"{key}.low", raw["low"], "an int parameter needs whole-number bounds")
     return ParamSpec(name, path, kind, low, high, log, step, when=when)
+
+
+def _parents_by_name(specs: list[ParamSpec]) -> list[ParamSpec]:
+    """Specs whose ``when`` names a config key another parameter samples, naming that parameter.
+
+    ``when: {optimizer.name: sgd}`` must follow the drawn optimizer, not the configured one.
+    """
+    by_path = {s.path: s.name for s in specs}
+    return [
+        replace(spec, when={by_path.get(parent, parent): allowed for parent, allowed in spec.when.items()})
+        for spec in specs
+    ]
 
 
 def _check_parents(specs: list[ParamSpec], cfg: DictConfig) -> None:
