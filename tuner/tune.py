@@ -10,10 +10,14 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
 
+from tuner.arms import arm_names, comparison_table, run_arms
+from tuner.breakdown import choice_tables, log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
 from tuner.errors import UserError
+from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.space import ParamSpec, apply, suggest
@@ -97,6 +101,7 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
             if failures >= int(cfg.study.max_consecutive_failures):
                 stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
                 break
+        run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
     except UserError:
         if was_new and count_finished(study) == 0:
             _undo(study, tracker, parent)
@@ -107,8 +112,18 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         tracker.client.set_tag(parent, "tuner.interrupted", "true")
         tracker.close()
         raise
+    log_choice_bests(tracker, parent, study, specs)
     report = _finish(cfg, specs, study, tracker, parent, stopped)
     return StudyResult(study, uri, parent, stopped, report)
+
+
+def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
+    """Tables printed after the best trials: the best per family (per categorical
+    parameter), and the best tuned trial against the LR-free arms."""
+    tables = choice_tables(study, specs, metric=str(cfg.study.metric))
+    if arm_names(cfg):
+        tables.append(comparison_table(cfg, specs, study))
+    return tables
 
 
 def _one_trial(
@@ -148,6 +163,10 @@ def _one_trial(
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         run.end("FAIL", value=None, reason="configuration error")
         raise
+    run.log_lr_curve(
+        planned=planned_lrs(trial_cfg),
+        title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
+    )
     trial.set_user_attr("steps", outcome.steps)
     for key, value in outcome.metrics.items():
         trial.set_user_attr(key, value)
