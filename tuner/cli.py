@@ -117,11 +117,13 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
     specs = validate(cfg)
     if cfg.mode == "tune":
         from tuner.progress import StudyProgress, best_table, print_table
-        from tuner.tune import tune
+        from tuner.tune import study_tables, tune
 
         with StudyProgress(quiet=quiet) as progress:
             result = tune(cfg, specs, progress=progress)
         print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
+        for table in study_tables(cfg, specs, result.study):
+            print_table(table)
         if result.stopped_because:
             print(f"stopped early: {result.stopped_because}")
         if result.report:
@@ -138,6 +140,11 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
         return 0
     if cfg.mode == "report":
         return _report(cfg)
+    if cfg.mode == "schedule":
+        from tuner.lr_plots import draw_schedule, print_schedule
+
+        print_schedule(cfg, *draw_schedule(cfg))
+        return 0
     raise UserError("mode", cfg.mode, "this mode is not available yet")
 
 

@@ -8,13 +8,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.arms import check_arms
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
 from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
-from tuner.space import ParamSpec, apply, parse_space
+from tuner.space import ParamSpec, parse_space
+from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
 
 MODES = ("tune", "find", "schedule", "report")
@@ -63,45 +65,12 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
-    _check_space_ends(cfg, specs)
     check_targets(cfg)
     check_data(cfg)
     validate_report(cfg)
+    check_space(cfg, specs)
+    check_arms(cfg, check_trial)
     return specs
-
-
-def _check_space_ends(cfg: DictConfig, specs: list[ParamSpec]) -> None:
-    """Each end and choice of the space must make a valid trial config on its own.
-
-    Caught here, a warmup the space can stretch past training fails before the study
-    exists, not on the trial that samples it. A float is checked just inside its bounds:
-    a bound that is invalid only exactly on itself (a warmup of 0 for a schedule that
-    needs one) is what a half-open range means.
-    """
-    for spec in specs:
-        ends: list[tuple[str, Any, Any]] = [("choices", c, c) for c in spec.choices]
-        if spec.kind != "categorical":
-            low, high = float(spec.low or 0.0), float(spec.high or 0.0)
-            inside = 1e-3 * (high - low) if spec.kind == "float" and not spec.log else 0.0
-            shown = (spec.low, spec.high)
-            if spec.kind == "int":
-                ends = [("low", int(low), shown[0]), ("high", int(high), shown[1])]
-            elif spec.log:  # a log-scale bound is > 0, so moving inside is a ratio
-                ends = [
-                    ("low", low * (high / low) ** 1e-3, shown[0]),
-                    ("high", high * (low / high) ** 1e-3, shown[1]),
-                ]
-            else:
-                ends = [("low", low + inside, shown[0]), ("high", high - inside, shown[1])]
-        for bound, value, given in ends:
-            try:
-                check_trial(apply(cfg, [spec], {spec.name: value}))
-            except UserError as exc:
-                raise UserError(
-                    f"search.params.{spec.name}.{bound}",
-                    given,
-                    f"trials near it would be invalid ({exc.key}={exc.value!r}: {exc.fix})",
-                ) from None
 
 
 def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:

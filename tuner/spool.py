@@ -15,6 +15,7 @@ Writes are sent at least once: one in flight when the process dies is sent again
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import threading
 import time
@@ -192,6 +193,8 @@ class SpoolWriter:
         return None
 
     def _done(self, op: Op, *, sent: bool) -> None:
+        if op.kind == "artifact" and op.data.get("remove"):
+            shutil.rmtree(Path(op.data["path"]).parent, ignore_errors=True)
         with self._cond:
             self._queue.popleft()
             if self._spool is not None:

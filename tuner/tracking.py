@@ -12,9 +12,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -124,18 +125,27 @@ class Tracker:
     def start_trial(
         self, parent_id: str, *, study_name: str, number: int, params: Mapping[str, Any], config_yaml: str
     ) -> TrialRun:
-        """A nested run for one trial, with its sampled parameters and resolved config.
+        """A nested run for one trial, with its sampled parameters and resolved config."""
+        tags = {ROLE_TAG: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(number)}
+        return self.start_run(
+            parent_id, run_name=f"trial-{number:04d}", tags=tags, params=params, config_yaml=config_yaml
+        )
+
+    def start_run(
+        self,
+        parent_id: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        config_yaml: str,
+    ) -> TrialRun:
+        """A nested run of the study's parent run, with its params and config (``trial_config.yaml``).
 
         While the store is away the run is created later, from the spool.
         """
-        name = f"trial-{number:04d}"
-        tags = {
-            "mlflow.parentRunId": parent_id,
-            ROLE_TAG: "trial",
-            STUDY_TAG: study_name,
-            TRIAL_TAG: str(number),
-            STATE_TAG: "RUNNING",
-        }
+        name = run_name
+        tags = {"mlflow.parentRunId": parent_id, STATE_TAG: "RUNNING", **tags}
         ref: str | None = None
         if self._writer.healthy:
             try:
@@ -280,6 +290,9 @@ class TrialRun:
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.tracker = tracker
         self.run_id = run_id
+        # The LR of every step taken, kept for the trial's lr_curve.png.
+        self._lr_steps: list[int] = []
+        self._lrs: list[float] = []
 
     @property
     def mlflow_id(self) -> str | None:
@@ -287,6 +300,9 @@ class TrialRun:
 
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         """Per-step values (``lr``, ``train_loss``) in batches of MLflow's maximum size."""
+        if "lr" in series:
+            self._lr_steps.extend(steps)
+            self._lrs.extend(series["lr"])
         now = int(time.time() * 1000)
         metrics = [
             [k, float(v), now, s] for k, values in series.items() for s, v in zip(steps, values, strict=False)
@@ -302,6 +318,28 @@ class TrialRun:
 
     def log_artifact(self, path: Path) -> None:
         self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
+
+    def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
+        """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
+
+        Drawn on the background thread, so the next trial does not wait for matplotlib.
+        """
+        from tuner.lr_plots import plot_lr
+
+        steps, lrs = list(self._lr_steps), list(self._lrs)
+
+        def write() -> None:
+            path = plot_lr(
+                Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
+                title=title,
+                planned=planned() if planned is not None else None,
+                steps=steps,
+                lrs=lrs,
+            )
+            # Sent as its own write, so it is kept in the spool (and its folder removed once sent).
+            self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path), "remove": True}))
+
+        self.tracker.submit(write)
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None

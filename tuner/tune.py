@@ -11,10 +11,14 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig
+from rich.table import Table
 
+from tuner.arms import arm_names, comparison_table, run_arms
+from tuner.breakdown import choice_tables, log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
 from tuner.errors import StudyStopped, UserError
+from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.preflight import check_population, check_services
 from tuner.progress import StudyProgress
@@ -122,6 +126,7 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
                 stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcome.reason}"
                 fault = failure_summary(study, failures=failures, limit_key=limit_key)
                 break
+        run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
     except UserError:
         if was_new and told == 0:
             _undo(study, tracker, parent)
@@ -137,8 +142,18 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         tracker.set_tags(parent, {"tuner.interrupted": "true"})
         _warn_unlogged(tracker.close(timeout=min(flush, 5.0)))
         raise
+    log_choice_bests(tracker, parent, study, specs)
     report = _finish(cfg, specs, study, tracker, parent, stopped, flush=flush)
     return StudyResult(study, uri, parent, stopped, report, fault)
+
+
+def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
+    """Tables printed after the best trials: the best per family (per categorical
+    parameter), and the best tuned trial against the LR-free arms."""
+    tables = choice_tables(study, specs, metric=str(cfg.study.metric))
+    if arm_names(cfg):
+        tables.append(comparison_table(cfg, specs, study))
+    return tables
 
 
 def _one_trial(
@@ -181,6 +196,10 @@ def _one_trial(
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         run.end("FAIL", value=None, reason="configuration error")
         raise
+    run.log_lr_curve(
+        planned=planned_lrs(trial_cfg),
+        title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
+    )
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
     try:
