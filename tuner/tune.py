@@ -18,7 +18,7 @@ from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import best_trials, count_finished, count_started, mask_password, open_study
-from tuner.tracking import Tracker, local_uri
+from tuner.tracking import Tracker, TrialRun, local_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 _STATES = {
@@ -68,6 +68,12 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     name = str(cfg.study.name)
     datamodule = build_datamodule(cfg)
     build_model(cfg, datamodule)  # a model that cannot be built fails before any study exists
+    size, step_population = 1, None
+    if cfg.study.get("population", 1) != 1:
+        # K trials in one fit (study.population); that module imports this one.
+        from tuner.population import population_size, population_step
+
+        size, step_population = population_size(cfg, specs, datamodule), population_step
     study = open_study(cfg, specs, name=name)
     was_new = len(study.get_trials(deepcopy=False)) == 0
     uri = tracking_uri(cfg)
@@ -89,12 +95,20 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
             if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                 stopped = f"study.timeout={cfg.study.timeout} s reached"
                 break
-            outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress)
-            if outcome is None:
+            left = total - count_started(study)
+            if step_population is not None and size > 1 and left > 1:
+                outcomes = step_population(
+                    cfg, specs, study, datamodule, tracker, parent, progress, size=min(size, left)
+                )
+            else:
+                outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress)
+                outcomes = [] if outcome is None else [outcome]
+            if not outcomes:
                 break
-            failures = failures + 1 if outcome.state == "FAIL" else 0
+            for outcome in outcomes:
+                failures = failures + 1 if outcome.state == "FAIL" else 0
             if failures >= int(cfg.study.max_consecutive_failures):
-                stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
+                stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcomes[-1].reason}"
                 break
     except UserError:
         if was_new and count_finished(study) == 0:
@@ -120,11 +134,41 @@ def _one_trial(
     progress: StudyProgress,
 ) -> Outcome | None:
     trial = study.ask()
-    # Another worker may have started the last trial between our count and our ask.
+    if is_surplus(cfg, study, trial):
+        return None
+    trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress)
+    try:
+        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
+    except KeyboardInterrupt:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
+        raise
+    except UserError:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        run.end("FAIL", value=None, reason="configuration error")
+        raise
+    record_outcome(study, trial, run, outcome, progress)
+    return outcome
+
+
+def is_surplus(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial) -> bool:
+    """True (and the trial told FAIL) if another worker already started the study's last trial."""
     if count_started(study) > int(cfg.study.n_trials) and _later_than_others(study, trial):
         study._storage.set_trial_system_attr(trial._trial_id, "tuner.surplus", True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return None
+        return True
+    return False
+
+
+def start_trial(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    trial: optuna.Trial,
+    tracker: Tracker,
+    parent: str,
+    progress: StudyProgress,
+) -> tuple[DictConfig, TrialRun]:
+    """Samples a trial's config, checks it, and opens its nested MLflow run."""
     values = suggest(trial, specs, cfg)
     trial_cfg = apply(cfg, specs, values)
     check_trial(trial_cfg)
@@ -137,16 +181,13 @@ def _one_trial(
     )
     trial.set_user_attr("mlflow_run_id", run.run_id)
     progress.trial_started(trial.number, values)
-    try:
-        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
-    except KeyboardInterrupt:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
-        raise
-    except UserError:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("FAIL", value=None, reason="configuration error")
-        raise
+    return trial_cfg, run
+
+
+def record_outcome(
+    study: optuna.Study, trial: optuna.Trial, run: TrialRun, outcome: Outcome, progress: StudyProgress
+) -> None:
+    """Tells Optuna how a trial ended and ends its MLflow run with the same state."""
     trial.set_user_attr("steps", outcome.steps)
     for key, value in outcome.metrics.items():
         trial.set_user_attr(key, value)
@@ -165,7 +206,6 @@ def _one_trial(
         extra={"steps": outcome.steps, **outcome.metrics},
     )
     progress.trial_finished(trial.number, outcome, study)
-    return outcome
 
 
 def _later_than_others(study: optuna.Study, trial: optuna.Trial) -> bool:
