@@ -24,7 +24,8 @@ _SHARED: dict[str, tuple[str, ...]] = {
     "sgd": ("nesterov", "maximize"),
     "adam": ("amsgrad", "maximize", "decoupled_weight_decay"),
 }
-_OFF = {"foreach": (None, False), "fused": (None, False), "capturable": (False,), "differentiable": (False,)}
+# Implementations whose arithmetic differs from the single-tensor one (foreach does not).
+_OTHER_PATHS = ("fused", "capturable", "differentiable")
 
 
 def _kind(optimizer: torch.optim.Optimizer) -> str | None:
@@ -45,7 +46,7 @@ def fusable(optimizers: Sequence[torch.optim.Optimizer]) -> bool:
     for key in _SHARED[kind]:
         if len({bool(g.get(key, False)) for g in groups}) > 1:
             return False
-    if any(g.get(key) not in allowed for g in groups for key, allowed in _OFF.items()):
+    if any(g.get(key) for g in groups for key in _OTHER_PATHS):
         return False
     # Torch keeps no momentum buffer at momentum 0; mixing both would need two code paths.
     return kind != "sgd" or len({g["momentum"] == 0 for g in groups}) == 1

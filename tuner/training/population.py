@@ -8,6 +8,8 @@ reports, prunes and traces the members; this module only trains and evaluates th
 
 from __future__ import annotations
 
+import ctypes
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -90,6 +92,10 @@ class PopulationModule(pl.LightningModule):
         #: Metrics of the last evaluation, by member index: ``val_loss``, ``val_acc``...
         self.metrics: dict[int, dict[str, float]] = {}
         self._sums = torch.zeros(0)
+
+    def on_fit_start(self) -> None:
+        if self.device.type == "cpu":
+            keep_freed_memory()
 
     def configure_optimizers(self) -> Any:
         # Lightning has moved the nets to the device by now: stack them there.
@@ -231,3 +237,23 @@ class PopulationModule(pl.LightningModule):
 def _logged(value: float) -> float:
     # A single trial's metrics go through self.log, which stores them as float32.
     return float(torch.tensor(value, dtype=torch.float32))
+
+
+def keep_freed_memory() -> None:
+    """Stops glibc from handing freed activation memory back to the OS after every step.
+
+    A population's activations are megabytes; glibc serves blocks that large with mmap,
+    or trims them off the top of the heap, and gives them back when freed, so each step
+    page-faults them in again (about 500 faults a step for 16 MLPs, a tenth of the step's
+    time here). Raising both thresholds keeps them in the heap for reuse; the process
+    keeps its peak memory instead.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (musl...): nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest allowed value
+    libc.mallopt(m_trim_threshold, 2**30)

@@ -35,21 +35,11 @@ class StackedNets:
         self.buffers: dict[str, Tensor] = {}
         # randomness="same": every member draws the dropout mask a single trial would
         # draw at the same step, since all trials of a study share the seed.
-        self._losses = vmap(self._member_loss, in_dims=(0, 0, None, None), randomness="same")
-        self._sums = vmap(self._member_sums, in_dims=(0, 0, None, None), randomness="same")
+        self._logits = vmap(self._member_logits, in_dims=(0, 0, None), randomness="same")
         self.restack(range(len(self.nets)))
 
-    def _member_loss(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor
-    ) -> Tensor:
-        return F.cross_entropy(functional_call(self.skeleton, (params, buffers), (x,)), y)
-
-    def _member_sums(
-        self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor, y: Tensor
-    ) -> Tensor:
-        logits = functional_call(self.skeleton, (params, buffers), (x,))
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        return torch.stack([loss, (logits.argmax(dim=1) == y).sum().to(loss.dtype)])
+    def _member_logits(self, params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(self.skeleton, (params, buffers), (x,))  # type: ignore[no-any-return]
 
     def restack(self, rows: Sequence[int]) -> None:
         """Stacks the members ``rows`` (indices into ``nets``), in that order.
@@ -70,14 +60,27 @@ class StackedNets:
                     buffer.data = buffers[name].data[j]
         self.rows, self.params, self.buffers = rows, params, buffers
 
+    def logits(self, x: Tensor) -> Tensor:
+        """Every member's output for one batch, shape ``[members, batch, classes]``."""
+        return self._logits(self.params, self.buffers, x)  # type: ignore[no-any-return]
+
     def losses(self, x: Tensor, y: Tensor) -> Tensor:
         """Each member's mean cross-entropy on one batch, shape ``[members]``."""
-        return self._losses(self.params, self.buffers, x, y)  # type: ignore[no-any-return]
+        # Outside vmap: cross-entropy has no batching rule and would run as a Python
+        # decomposition on every step.
+        logits = self.logits(x)
+        members, batch, classes = logits.shape
+        per_sample = F.cross_entropy(logits.reshape(-1, classes), y.repeat(members), reduction="none")
+        return per_sample.view(members, batch).mean(dim=1)
 
     @torch.no_grad()
     def eval_sums(self, x: Tensor, y: Tensor) -> Tensor:
         """Each member's summed loss and count of correct predictions, shape ``[members, 2]``."""
-        return self._sums(self.params, self.buffers, x, y)  # type: ignore[no-any-return]
+        logits = self.logits(x)
+        members, batch, classes = logits.shape
+        per_sample = F.cross_entropy(logits.reshape(-1, classes), y.repeat(members), reduction="none")
+        correct = (logits.argmax(dim=2) == y).sum(dim=1).to(per_sample.dtype)
+        return torch.stack([per_sample.view(members, batch).sum(dim=1), correct], dim=1)
 
     def share_grads(self) -> None:
         """Points each member's parameter gradients at its row of the stacked gradients."""
