@@ -37,6 +37,7 @@ from tuner._quiet import quiet_libraries  # noqa: E402
 from tuner.cli import compose  # noqa: E402
 from tuner.config import validate  # noqa: E402
 from tuner.progress import StudyProgress  # noqa: E402
+from tuner.tracking import Tracker, local_uri  # noqa: E402
 from tuner.tune import tune  # noqa: E402
 
 RESULTS = REPO / "scripts" / "bench" / "results"
@@ -64,7 +65,7 @@ def run_study(model: str, k: int, population: int, args: argparse.Namespace, hom
         "trainer.devices=1",
         "trainer.num_threads=1",
     ]
-    os.environ["TUNER_HOME"] = str(home / f"{model}-{k}-{population}")
+    os.environ["TUNER_HOME"] = str(home)
     cfg = compose(overrides)
     specs = validate(cfg)
     started = time.perf_counter()
@@ -97,7 +98,9 @@ def compare(pop: dict[str, Any], seq: dict[str, Any]) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="MLP only, K = 4 and 16, 100 steps")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--k", type=int, nargs="+", help="population sizes (default 4 16 64)")
@@ -114,6 +117,8 @@ def main() -> int:
     quiet_libraries()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        # Creating the MLflow store's tables takes seconds; not part of either side's figure.
+        Tracker(local_uri(Path(tmp)), experiment="warm-up").close()
         for model in args.models:
             for k in args.k:
                 print(f"{MODELS[model]}, K={k}: population ...", file=sys.stderr, flush=True)
@@ -174,8 +179,17 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     for model in sorted({r["model"] for r in rows}):
         mine = [r for r in rows if r["model"] == model]
         ks = [r["k"] for r in mine]
-        (line,) = ax.plot(ks, [r["population_per_min"] for r in mine], marker="o", label=f"{MODELS[model]}, population")
-        ax.plot(ks, [r["sequential_per_min"] for r in mine], marker="x", linestyle="--", color=line.get_color(), label=f"{MODELS[model]}, one by one")
+        (line,) = ax.plot(
+            ks, [r["population_per_min"] for r in mine], marker="o", label=f"{MODELS[model]}, population"
+        )
+        ax.plot(
+            ks,
+            [r["sequential_per_min"] for r in mine],
+            marker="x",
+            linestyle="--",
+            color=line.get_color(),
+            label=f"{MODELS[model]}, one by one",
+        )
     ax.set_xscale("log", base=2)
     ax.set_xlabel("K (trials per population)")
     ax.set_ylabel("trials per minute")
