@@ -7,6 +7,7 @@ curves are read back from real MLflow runs, pruning comes from real Optuna prune
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
@@ -262,7 +263,8 @@ def test_population_study_equals_the_same_study_one_trial_at_a_time(tmp_path, ru
     assert run_cli(*args, "study.population=4", "study.name=together")[0] == 0
     assert run_cli(*args, "study.name=alone")[0] == 0
     together, alone = _study(tmp_path, "together").trials, _study(tmp_path, "alone").trials
-    assert any("diverged at step 7" in t.user_attrs.get("reason", "") for t in alone)
+    stops = [re.match(r"diverged at step (\d+)", t.user_attrs.get("reason", "")) for t in alone]
+    assert any(m is not None and int(m.group(1)) % 20 != 0 for m in stops)
     assert any(t.state == optuna.trial.TrialState.COMPLETE for t in alone)
     for member, single in zip(together, alone, strict=True):
         assert member.params == single.params

@@ -8,11 +8,14 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.arms import check_arms
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
+from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
+from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
 
 MODES = ("tune", "find", "schedule", "report")
@@ -66,6 +69,9 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
+    validate_report(cfg)
+    check_space(cfg, specs)
+    check_arms(cfg, check_trial)
     return specs
 
 

@@ -24,13 +24,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
 from tuner.errors import UserError
-from tuner.objective import Outcome, make_trainer
+from tuner.objective import Outcome, make_trainer, steps_per_call
 from tuner.progress import StudyProgress
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
 from tuner.tracking import Tracker, TrialRun
 from tuner.training import DivergenceGuard
 from tuner.training.control import MemberLink, PopulationControl
+from tuner.training.module import StepChunks
 from tuner.training.population import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
 from tuner.tune import is_surplus, record_outcome, start_trial
@@ -188,13 +189,18 @@ def run_population(
         links,
         monitor=str(base.study.metric),
         flush_every=int(base.tracking.step_flush_every),
+        val_every=int(base.trainer.val_check_interval),
         val_loader=datamodule.val_dataloader,
     )
     one_device = OmegaConf.merge(base, {"trainer": {"devices": 1, "strategy": "auto"}})
     assert isinstance(one_device, DictConfig)
     trainer = make_trainer(one_device, [control])
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(
+            module,
+            train_dataloaders=StepChunks(datamodule.train_dataloader(), steps_per_call(base)),
+            val_dataloaders=datamodule.val_dataloader(),
+        )
     except UserError:
         raise
     except Exception as exc:
@@ -209,7 +215,8 @@ def run_population(
         ]
     outcomes = [_outcome(link, trainer.global_step) for link in links]
     if any(o.state == "COMPLETE" for o in outcomes):
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        datamodule.setup("test")
+        trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
         for index, outcome in enumerate(outcomes):
             if outcome.state == "COMPLETE":
                 outcome.metrics = dict(module.metrics[index])
@@ -272,6 +279,6 @@ def population_step(
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
             run.end(state, value=None, reason=reason)
         raise
-    for (trial, _cfg, run), outcome in zip(members, outcomes, strict=True):
-        record_outcome(study, trial, run, outcome, progress)
+    for (trial, trial_cfg, run), outcome in zip(members, outcomes, strict=True):
+        record_outcome(study, trial, trial_cfg, run, outcome, progress)
     return outcomes

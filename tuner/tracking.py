@@ -8,9 +8,10 @@ on the store (a ``log_metric`` on MLflow's SQLite store costs about 20 ms).
 from __future__ import annotations
 
 import queue
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -171,9 +172,15 @@ class TrialRun:
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.tracker = tracker
         self.run_id = run_id
+        # The LR of every step taken, kept for the trial's lr_curve.png.
+        self._lr_steps: list[int] = []
+        self._lrs: list[float] = []
 
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         """Per-step values (``lr``, ``train_loss``) in batches of MLflow's maximum size."""
+        if "lr" in series:
+            self._lr_steps.extend(steps)
+            self._lrs.extend(series["lr"])
         now = int(time.time() * 1000)
         metrics = [
             Metric(k, float(v), now, s)
@@ -194,6 +201,28 @@ class TrialRun:
 
     def log_artifact(self, path: Path) -> None:
         self.tracker.submit(lambda: self.tracker.client.log_artifact(self.run_id, str(path)))
+
+    def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
+        """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
+
+        Drawn on the background thread, so the next trial does not wait for matplotlib.
+        """
+        from tuner.lr_plots import plot_lr
+
+        steps, lrs = list(self._lr_steps), list(self._lrs)
+
+        def write() -> None:
+            with tempfile.TemporaryDirectory() as folder:
+                path = plot_lr(
+                    Path(folder) / "lr_curve.png",
+                    title=title,
+                    planned=planned() if planned is not None else None,
+                    steps=steps,
+                    lrs=lrs,
+                )
+                self.tracker.client.log_artifact(self.run_id, str(path))
+
+        self.tracker.submit(write)
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None

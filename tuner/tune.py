@@ -10,10 +10,14 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
+from rich.table import Table
 
+from tuner.arms import arm_names, comparison_table, run_arms
+from tuner.breakdown import choice_tables, log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
 from tuner.errors import UserError
+from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.space import ParamSpec, apply, suggest
@@ -36,6 +40,7 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     stopped_because: str | None = None
+    report: Path | None = None
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -110,6 +115,7 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
             if failures >= int(cfg.study.max_consecutive_failures):
                 stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcomes[-1].reason}"
                 break
+        run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
     except UserError:
         if was_new and count_finished(study) == 0:
             _undo(study, tracker, parent)
@@ -120,8 +126,18 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         tracker.client.set_tag(parent, "tuner.interrupted", "true")
         tracker.close()
         raise
-    _finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, uri, parent, stopped)
+    log_choice_bests(tracker, parent, study, specs)
+    report = _finish(cfg, specs, study, tracker, parent, stopped)
+    return StudyResult(study, uri, parent, stopped, report)
+
+
+def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
+    """Tables printed after the best trials: the best per family (per categorical
+    parameter), and the best tuned trial against the LR-free arms."""
+    tables = choice_tables(study, specs, metric=str(cfg.study.metric))
+    if arm_names(cfg):
+        tables.append(comparison_table(cfg, specs, study))
+    return tables
 
 
 def _one_trial(
@@ -147,7 +163,7 @@ def _one_trial(
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         run.end("FAIL", value=None, reason="configuration error")
         raise
-    record_outcome(study, trial, run, outcome, progress)
+    record_outcome(study, trial, trial_cfg, run, outcome, progress)
     return outcome
 
 
@@ -185,9 +201,18 @@ def start_trial(
 
 
 def record_outcome(
-    study: optuna.Study, trial: optuna.Trial, run: TrialRun, outcome: Outcome, progress: StudyProgress
+    study: optuna.Study,
+    trial: optuna.Trial,
+    trial_cfg: DictConfig,
+    run: TrialRun,
+    outcome: Outcome,
+    progress: StudyProgress,
 ) -> None:
     """Tells Optuna how a trial ended and ends its MLflow run with the same state."""
+    run.log_lr_curve(
+        planned=planned_lrs(trial_cfg),
+        title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
+    )
     trial.set_user_attr("steps", outcome.steps)
     for key, value in outcome.metrics.items():
         trial.set_user_attr(key, value)
@@ -233,7 +258,8 @@ def _finish(
     tracker: Tracker,
     parent: str,
     stopped: str | None,
-) -> None:
+) -> Path | None:
+    """Writes the summary to the parent run, then the plots and report; returns the report."""
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
@@ -253,3 +279,15 @@ def _finish(
     errors = tracker.close()
     if errors:
         print(f"warning: {len(errors)} MLflow writes failed; first: {errors[0]}")
+    if not (cfg.get("report") and cfg.report.enabled):
+        return None
+    from tuner.report.build import write_report
+
+    try:  # the trials are safe in the stores; a plot that fails must not hide that
+        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+    except Exception as exc:
+        print(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m tuner mode=report study.name={study.study_name}"
+        )
+        return None

@@ -61,6 +61,7 @@ class PopulationControl(pl.Callback):
         links: One per member, by member index.
         monitor: The metric reported to the trials (``val_acc``...).
         flush_every: Steps per window of per-step values.
+        val_every: Optimizer steps between two scheduled validations.
         val_loader: Makes the validation loader, for the validation of a member that
             diverges between two scheduled ones.
     """
@@ -71,9 +72,11 @@ class PopulationControl(pl.Callback):
         *,
         monitor: str,
         flush_every: int,
+        val_every: int,
         val_loader: Callable[[], Iterable[Any]],
     ) -> None:
         self.links = list(links)
+        self.val_every = val_every
         self.val_loader = val_loader
         self.monitor = monitor
         self.flush_every = flush_every
@@ -82,25 +85,22 @@ class PopulationControl(pl.Callback):
         self._lrs: list[list[float]] = []
         self._losses: list[torch.Tensor] = []
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        module = _population(pl_module)
-        if not self._steps:
-            self._rows = list(module.alive)
-        self._steps.append(trainer.global_step)
-        self._lrs.append([module.lr(index) for index in module.alive])
-
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        self._losses.append(outputs["losses"])
-        if len(self._losses) < self.flush_every or not self.flush(trainer):
+        if not outputs or outputs.get("losses") is None:
             return
         module = _population(pl_module)
+        if not self._steps:
+            self._rows = list(module.alive)
+        self._steps += outputs["steps"]
+        self._lrs += outputs["lrs"]
+        self._losses.append(outputs["losses"])
+        if len(self._steps) < self.flush_every or not self.flush(trainer):
+            return
         # A single trial that stops here gets one more validation from Lightning, unless
         # one is due anyway; give the diverged members the same.
-        if trainer.global_step % int(trainer.val_check_batch or 1) != 0:
+        if trainer.global_step % self.val_every != 0:
             metrics = module.evaluate(self.val_loader())
             for index in self._stopping(module):
                 self._report(trainer, index, metrics[index], prune=False)
@@ -126,8 +126,8 @@ class PopulationControl(pl.Callback):
         """Sends the pending window to each member's sink and guard; True if one diverged."""
         if not self._losses:
             return False
-        losses = torch.stack(self._losses).float().T.tolist()
-        steps, lrs = self._steps[: len(self._losses)], self._lrs[: len(self._losses)]
+        losses = torch.cat(self._losses).float().T.tolist()
+        steps, lrs = self._steps, self._lrs
         self._steps, self._lrs, self._losses = [], [], []
         diverged = False
         for j, index in enumerate(self._rows):

@@ -38,7 +38,7 @@ class PopulationOptimizer(torch.optim.Optimizer):
 
     def step(self, closure: Any = None) -> Any:  # type: ignore[override]
         loss = None
-        if closure is not None:
+        if closure is not None:  # Lightning's hooks around the step
             with torch.enable_grad():
                 loss = closure()
         module = self.module
@@ -78,6 +78,7 @@ class PopulationModule(pl.LightningModule):
         clip_norms: Sequence[float | None] | None = None,
     ) -> None:
         super().__init__()
+        self.automatic_optimization = False
         self.nets = nn.ModuleList(nets)
         self.optimizer_specs = [dict(o) for o in optimizers]
         self.schedule_specs = [dict(s) for s in schedules]
@@ -144,26 +145,31 @@ class PopulationModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ training
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+    def training_step(self, batches: list[tuple[Tensor, Tensor]], batch_idx: int) -> dict[str, Any]:
+        """Several optimizer steps of every member, one per batch (see ``StepChunks``)."""
         assert self.stack is not None
-        x, y = batch
-        losses = self.stack.losses(x, y)
-        # The members are independent: the gradient of the sum is each member's own.
-        return {"loss": losses.sum(), "losses": losses.detach()}
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: torch.optim.Optimizer,
-        gradient_clip_val: Any = None,
-        gradient_clip_algorithm: Any = None,
-    ) -> None:
-        # Each member clips its own norm with its own limit, as its single trial would.
-        if self.stack is not None:
+        optimizer = self.optimizers()
+        assert isinstance(optimizer, pl.core.optimizer.LightningOptimizer)
+        steps: list[int] = []
+        lrs: list[list[float]] = []
+        losses: list[Tensor] = []
+        for x, y in batches:
+            if self.trainer.global_step >= self.total_steps:
+                break
+            steps.append(self.trainer.global_step)
+            lrs.append([self.lr(index) for index in self.alive])
+            member_losses = self.stack.losses(x, y)
+            optimizer.zero_grad(set_to_none=True)
+            # The members are independent: the gradient of the sum is each member's own.
+            self.manual_backward(member_losses.sum())
+            # Each member clips its own norm with its own limit, as its single trial would.
             self.stack.clip_grad_norm_([self.clip_norms[i] for i in self.alive])
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        for index in self.alive:
-            self.schedulers[index].step()
+            optimizer.step()
+            for index in self.alive:
+                self.schedulers[index].step()
+            losses.append(member_losses.detach())
+        # Per step: its global step, each member's LR, and each member's loss (by stack row).
+        return {"steps": steps, "lrs": lrs, "losses": torch.stack(losses) if losses else None}
 
     def on_train_epoch_start(self) -> None:
         self._train_mode(True)
