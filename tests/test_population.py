@@ -241,7 +241,8 @@ def test_population_study_records_every_trial_as_a_single_one(tmp_path, run_cli)
         assert len(client.get_metric_history(run.info.run_id, "val_acc")) == 3
         assert run.data.metrics["test_acc"] == pytest.approx(trial.user_attrs["test_acc"])
         assert run.data.metrics["value"] == pytest.approx(trial.value)
-        assert "trial_config.yaml" in {a.path for a in client.list_artifacts(run.info.run_id)}
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"trial_config.yaml", "lr_curve.png"} <= artifacts
     assert out.count(" COMPLETE value=") == 5
 
 

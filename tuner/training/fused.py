@@ -68,6 +68,9 @@ class FusedStep:
         self.steps = 0
         self.state: dict[str, dict[str, Tensor]] = {name: {} for name in stack.params}
         self._groups: dict[str, list[dict[str, Any]]] = {}
+        # Member columns sent to the device, kept while a step still uses them.
+        self._columns: dict[tuple[Any, ...], Tensor] = {}
+        self._last_columns: dict[tuple[Any, ...], Tensor] = {}
         self.keep(range(len(stack.rows)))
 
     def keep(self, positions: Sequence[int]) -> None:
@@ -77,7 +80,7 @@ class FusedStep:
             for key, tensor in state.items():
                 state[key] = tensor[index]
         # The param group of each member that holds each parameter, in stack row order.
-        self._groups = {}
+        self._groups, self._columns, self._last_columns = {}, {}, {}
         for name in self.stack.params:
             groups = []
             for member in self.stack.rows:
@@ -89,12 +92,25 @@ class FusedStep:
         """One Python float when every member has the same value (torch's own scalar path), else a column."""
         if all(v == values[0] for v in values):
             return values[0]
-        return torch.tensor(values, dtype=like.dtype, device=like.device).view(-1, *([1] * (like.dim() - 1)))
+        key = (*values, like.dtype, like.device)
+        column = self._columns.get(key)
+        if column is None:
+            column = self._last_columns.get(key)
+            if column is None:
+                column = torch.tensor(values, dtype=like.dtype)
+                if like.device.type == "cuda":
+                    # Pinned and asynchronous: a plain copy would wait for the GPU every step.
+                    column = column.pin_memory().to(like.device, non_blocking=True)
+                else:
+                    column = column.to(like.device)
+            self._columns[key] = column
+        return column.view(-1, *([1] * (like.dim() - 1)))
 
     @torch.no_grad()
     def step(self) -> None:
         """One optimizer step of every stacked member, from the stacked gradients."""
         self.steps += 1
+        self._last_columns, self._columns = self._columns, {}
         for name, param in self.stack.params.items():
             if param.grad is None:
                 continue

@@ -33,6 +33,7 @@ class StackedNets:
         self.rows: list[int] = []  # the member index of each stack row
         self.params: dict[str, Tensor] = {}
         self.buffers: dict[str, Tensor] = {}
+        self._limit: tuple[tuple[float | None, ...], Tensor] | None = None
         # randomness="same": every member draws the dropout mask a single trial would
         # draw at the same step, since all trials of a study share the seed.
         self._logits = vmap(self._member_logits, in_dims=(0, 0, None), randomness="same")
@@ -109,8 +110,11 @@ class StackedNets:
         # The same arithmetic as torch.nn.utils.clip_grad_norm_, one value per member.
         per_tensor = torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads])
         total = torch.linalg.vector_norm(per_tensor, dim=0)
-        limit = torch.tensor([m if m is not None else float("inf") for m in max_norms], device=total.device)
-        coef = torch.clamp(limit.to(total.dtype) / (total + 1e-6), max=1.0)
+        key = tuple(max_norms)
+        if self._limit is None or self._limit[0] != key:  # sent to the device once, not every step
+            values = [m if m is not None else float("inf") for m in max_norms]
+            self._limit = (key, torch.tensor(values, dtype=total.dtype).to(total.device))
+        coef = torch.clamp(self._limit[1] / (total + 1e-6), max=1.0)
         for g in grads:
             g.mul_(coef.view(-1, *([1] * (g.dim() - 1))).to(g.dtype))
 
