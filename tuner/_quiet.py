@@ -17,3 +17,8 @@ def quiet_libraries() -> None:
     warnings.filterwarnings("ignore", message=".*is deprecated.*")
     warnings.filterwarnings("ignore", message=".*experimental feature.*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    # tuner runs Optuna's heartbeat with ask/tell on purpose (see tuner.coordination).
+    warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used.*")
+    warnings.filterwarnings("ignore", message=".*is experimental.*")
+    # On a SLURM login node Lightning suggests srun; tuner's launcher=slurm starts the jobs.
+    warnings.filterwarnings("ignore", message=".*The `srun` command is available.*")

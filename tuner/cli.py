@@ -115,10 +115,18 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
 
     specs = validate(cfg)
     if cfg.mode == "tune":
+        from tuner.launch import check, launch
         from tuner.progress import StudyProgress, best_table, print_table
         from tuner.tune import tune
 
-        result = tune(cfg, specs, progress=StudyProgress(quiet=quiet))
+        check(cfg)
+        if cfg.launcher.name == "none":
+            result = tune(cfg, specs, progress=StudyProgress(quiet=quiet))
+        else:
+            launched = launch(cfg, specs, quiet=quiet)
+            if launched is None:
+                return 0
+            result = launched
         print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
         if result.stopped_because:
             print(f"stopped early: {result.stopped_because}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,15 +11,18 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import UpdateFinishedTrialError
 
+from tuner import ddp, stopping
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
+from tuner.coordination import claim_slot, give_up_surplus, heartbeat, reap_stale, requeue
 from tuner.errors import UserError
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.space import ParamSpec, apply, suggest
-from tuner.study import best_trials, count_finished, count_started, mask_password, open_study
-from tuner.tracking import Tracker, local_uri
+from tuner.study import best_trials, build_sampler, count_finished, count_started, mask_password, open_study
+from tuner.tracking import Tracker, TrialRun, local_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 _STATES = {
@@ -55,59 +59,160 @@ def _flat(cfg: DictConfig) -> dict[str, Any]:
             out[prefix] = node
 
     container = plain(cfg)
-    for group in ("data", "model", "optimizer", "schedule", "trainer", "sampler", "pruner", "study"):
+    for group in (
+        "data",
+        "model",
+        "optimizer",
+        "schedule",
+        "trainer",
+        "sampler",
+        "pruner",
+        "study",
+        "storage",
+    ):
         walk(container[group], group)
     out["seed"] = cfg.seed
+    # The storage URL may carry a password; MLflow params are readable by everyone.
+    for key in out:
+        if key == "storage.url":
+            out[key] = mask_password(str(out[key]))
+        elif "password" in key.lower():
+            out[key] = "***"
     return out
 
 
-def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) -> StudyResult:
-    """Runs the study to its total (``study.n_trials``), resuming it if it exists."""
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
+@dataclass
+class Tracked:
+    """A study opened together with its MLflow parent run."""
+
+    study: optuna.Study
+    tracker: Tracker
+    parent: str
+    datamodule: Any
+    was_new: bool
+
+
+def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
+    """Opens (or creates) the study and its MLflow parent run.
+
+    The data and the model are built first, so a config that cannot train fails before
+    anything is created. Launchers call this before starting workers, so that workers
+    only ever reopen the study and the parent run.
+    """
     name = str(cfg.study.name)
     datamodule = build_datamodule(cfg)
-    build_model(cfg, datamodule)  # a model that cannot be built fails before any study exists
+    build_model(cfg, datamodule)
     study = open_study(cfg, specs, name=name)
     was_new = len(study.get_trials(deepcopy=False)) == 0
-    uri = tracking_uri(cfg)
-    tracker = Tracker(uri, experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts")
+    tracker = Tracker(
+        tracking_uri(cfg), experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts"
+    )
     parent = tracker.parent_run(name, params=_flat(cfg))
+    return Tracked(study, tracker, parent, datamodule, was_new)
+
+
+def storage_label(cfg: DictConfig) -> str:
+    """Where the study lives, fit to print: a URL's password is masked."""
+    return mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory"))
+
+
+def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: object) -> None:
+    """Ends the MLflow run of a trial whose worker died, so it does not stay RUNNING."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        TrialRun(tracker, str(run_id)).end(
+            "KILLED", value=None, reason=f"worker lost: no heartbeat for {grace} s; trial re-queued"
+        )
+
+
+def tune(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    *,
+    progress: StudyProgress,
+    worker: dict[str, Any] | None = None,
+    finish_study: bool = True,
+) -> StudyResult:
+    """Runs the study to its total (``study.n_trials``), resuming it if it exists.
+
+    Several processes may run this loop on one shared study (``worker`` says who this
+    one is): each asks for a trial when it is free, claims one of the slots left, and at
+    the end waits while other workers hold the last trials, in case one of them dies
+    and its trial comes back to the queue. A worker ends the MLflow parent run only if
+    ``finish_study`` and the study is complete; the launcher does it otherwise.
+    """
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    opened = open_tracked(cfg, specs)
+    study, tracker, parent = opened.study, opened.tracker, opened.parent
+    _reseed(cfg, specs, study, worker=worker is not None)
     total = int(cfg.study.n_trials)
     progress.start(
-        study=name,
-        total=total,
-        done=count_finished(study),
-        storage=mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")),
+        study=study.study_name, total=total, done=count_finished(study), storage=storage_label(cfg)
     )
     started = time.monotonic()
     failures, stopped = 0, None
+    poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
+    grace = cfg.storage.get("grace_period")
     try:
-        while True:
-            if count_started(study) >= total:
-                break
-            if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
-                stopped = f"study.timeout={cfg.study.timeout} s reached"
-                break
-            outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress)
-            if outcome is None:
-                break
-            failures = failures + 1 if outcome.state == "FAIL" else 0
-            if failures >= int(cfg.study.max_consecutive_failures):
-                stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
-                break
+        # A stop signal ends the study at the next safe point (see tuner.stopping).
+        with stopping.graceful_stop():
+            while True:
+                if stopping.requested():
+                    raise KeyboardInterrupt(stopping.requested())
+                reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace))
+                if count_finished(study) >= total:
+                    break
+                if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
+                    stopped = f"study.timeout={cfg.study.timeout} s reached"
+                    break
+                if count_started(study) >= total:
+                    # The last trials run elsewhere; wait in case one is lost and re-queued.
+                    time.sleep(poll)
+                    continue
+                outcome = _one_trial(cfg, specs, study, opened.datamodule, tracker, parent, progress, worker)
+                if outcome is None:
+                    time.sleep(poll)  # another worker took the slot; look again
+                    continue
+                failures = failures + 1 if outcome.state == "FAIL" else 0
+                if failures >= int(cfg.study.max_consecutive_failures):
+                    stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
+                    break
     except UserError:
-        if was_new and count_finished(study) == 0:
-            _undo(study, tracker, parent)
+        if worker is None and opened.was_new and count_finished(study) == 0:
+            undo(study, tracker, parent)
         else:
             tracker.close()
         raise
     except KeyboardInterrupt:
         tracker.client.set_tag(parent, "tuner.interrupted", "true")
+        if worker is None:
+            tracker.client.set_terminated(parent, "KILLED")
         tracker.close()
         raise
-    _finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, uri, parent, stopped)
+    complete = count_finished(study) >= total and count_started(study) <= total
+    if worker is None or (finish_study and complete):
+        finish(cfg, specs, study, tracker, parent, stopped)
+    else:
+        tracker.close()
+    return StudyResult(study, tracker.uri, parent, stopped)
+
+
+def _reseed(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study, *, worker: bool) -> None:
+    """Gives a resumed study or a worker its own sampler seed.
+
+    A sampler seeded alike in every process would draw the same first trials in each
+    worker, and again on every resume. A fresh study in one process keeps its seed, so
+    it stays reproducible. QMC keeps its seed: its workers share one sequence.
+    """
+    seed = cfg.sampler.get("seed")
+    offset = len(study.get_trials(deepcopy=False)) + (os.getpid() if worker else 0)
+    if seed is None or not offset or cfg.sampler.name == "qmc":
+        return
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    assert isinstance(sampler, dict)
+    sampler["seed"] = (int(seed) + offset) % 2**31
+    study.sampler = build_sampler(OmegaConf.create({"sampler": sampler}), specs)
 
 
 def _one_trial(
@@ -118,46 +223,59 @@ def _one_trial(
     tracker: Tracker,
     parent: str,
     progress: StudyProgress,
+    worker: dict[str, Any] | None,
 ) -> Outcome | None:
     trial = study.ask()
-    # Another worker may have started the last trial between our count and our ask.
-    if count_started(study) > int(cfg.study.n_trials) and _later_than_others(study, trial):
-        study._storage.set_trial_system_attr(trial._trial_id, "tuner.surplus", True)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return None
-    values = suggest(trial, specs, cfg)
-    trial_cfg = apply(cfg, specs, values)
-    check_trial(trial_cfg)
-    run = tracker.start_trial(
-        parent,
-        study_name=str(cfg.study.name),
-        number=trial.number,
-        params=values,
-        config_yaml=OmegaConf.to_yaml(trial_cfg),
-    )
-    trial.set_user_attr("mlflow_run_id", run.run_id)
-    progress.trial_started(trial.number, values)
+    run: TrialRun | None = None
     try:
-        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
-    except KeyboardInterrupt:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
+        with heartbeat(study, trial._trial_id):
+            if not claim_slot(study, trial.number, int(cfg.study.n_trials)):
+                give_up_surplus(study, trial)
+                return None
+            if worker is not None:
+                trial.set_user_attr("worker", worker)
+            if trial.user_attrs.get("reason"):
+                trial.set_user_attr("reason", None)  # inherited from the failed try it repeats
+            if stopping.requested():
+                raise KeyboardInterrupt(stopping.requested())
+            values = suggest(trial, specs, cfg)
+            trial_cfg = apply(cfg, specs, values)
+            check_trial(trial_cfg)
+            run = tracker.start_trial(
+                parent,
+                study_name=str(cfg.study.name),
+                number=trial.number,
+                params=values,
+                config_yaml=OmegaConf.to_yaml(trial_cfg),
+            )
+            trial.set_user_attr("mlflow_run_id", run.run_id)
+            progress.trial_started(trial.number, values)
+            with ddp.ranks(trial_cfg):
+                outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
+    except KeyboardInterrupt as stop:
+        # An interrupt is no result: the trial goes back to the queue for the next run.
+        if _fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
+            requeue(study, trial._trial_id, max_retry=int(cfg.storage.get("max_retry") or 1))
+        if run is not None:
+            run.end("KILLED", value=None, reason="interrupted; trial re-queued")
         raise
     except UserError:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("FAIL", value=None, reason="configuration error")
+        _fail_if_running(study, trial, reason="configuration error")
+        if run is not None:
+            run.end("FAIL", value=None, reason="configuration error")
         raise
-    trial.set_user_attr("steps", outcome.steps)
-    for key, value in outcome.metrics.items():
-        trial.set_user_attr(key, value)
-    if outcome.reason:
-        trial.set_user_attr("reason", outcome.reason)
+    assert run is not None
+    try:
+        _record(study, trial, outcome)
+    except (UpdateFinishedTrialError, ValueError):
+        if not _ended_elsewhere(study, trial):
+            raise
+        # Another worker declared this trial lost (its heartbeat came too late) and
+        # re-queued it; that worker also ended the MLflow run.
+        print(f"warning: trial {trial.number} was taken over after a missed heartbeat; result dropped")
+        return None
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
-    if outcome.state == "COMPLETE":
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=_STATES[outcome.state])
     run.end(
         outcome.state,
         value=outcome.value,
@@ -168,12 +286,38 @@ def _one_trial(
     return outcome
 
 
-def _later_than_others(study: optuna.Study, trial: optuna.Trial) -> bool:
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return trial.number == max(t.number for t in running)
+def _fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) -> bool:
+    """Ends a trial as FAIL with a reason, unless it already ended; whether it did."""
+    try:
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    except (UpdateFinishedTrialError, ValueError):
+        if not _ended_elsewhere(study, trial):
+            raise
+        return False
+    return True
 
 
-def _undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
+def _ended_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether another process ended this trial (it was declared lost)."""
+    return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING
+
+
+def _record(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
+    trial.set_user_attr("steps", outcome.steps)
+    if outcome.world_size > 1:
+        trial.set_user_attr("world_size", outcome.world_size)
+    for key, value in outcome.metrics.items():
+        trial.set_user_attr(key, value)
+    if outcome.reason:
+        trial.set_user_attr("reason", outcome.reason)
+    if outcome.state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=_STATES[outcome.state])
+
+
+def undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     """Removes a study that a configuration error stopped before any trial finished."""
     tracker.close()
     tracker.client.delete_run(parent)
@@ -186,7 +330,7 @@ def _undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     optuna.delete_study(study_name=study.study_name, storage=study._storage)
 
 
-def _finish(
+def finish(
     cfg: DictConfig,
     specs: list[ParamSpec],
     study: optuna.Study,

@@ -1,0 +1,138 @@
+"""``launcher=local``: N worker processes on this machine share one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tuner.errors import UserError
+from tuner.launch.monitor import StudyMonitor
+from tuner.launch.plan import WorkerPlan, plan_local
+from tuner.launch.worker import error_path, make_payload
+from tuner.space import ParamSpec
+from tuner.study import count_finished
+from tuner.tune import StudyResult, Tracked, finish, open_tracked, storage_label, undo
+
+#: Seconds workers get to end their trial cleanly after Ctrl-C before they are killed.
+STOP_WAIT = 60
+
+
+def worker_folder(cfg: DictConfig) -> Path:
+    """Where a study's workers keep their payload and logs."""
+    return Path(str(cfg.paths.root)) / "workers" / str(cfg.study.name)
+
+
+def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult:
+    """Creates the study and its MLflow parent run, starts the workers, shows progress.
+
+    Raises:
+        UserError: a bad launcher setting, or the config error that stopped the workers.
+        KeyboardInterrupt: after the workers stopped and re-queued their trials.
+    """
+    plans = plan_local(cfg)
+    opened = open_tracked(cfg, specs)
+    study, tracker, parent = opened.study, opened.tracker, opened.parent
+    total = int(cfg.study.n_trials)
+    done = count_finished(study)
+    resumed = f", resuming with {done} finished" if done else ""
+    print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
+    stopped = None
+    if done < total:
+        folder = worker_folder(cfg)
+        print(f"{len(plans)} workers ({_describe(plans[0])} each); logs in {folder}/worker-*.log", flush=True)
+        monitor = StudyMonitor(
+            study, total=total, tracker=tracker, grace=cfg.storage.get("grace_period"), quiet=quiet
+        )
+        procs = _start(cfg, plans, folder)
+        try:
+            while any(proc.poll() is None for proc in procs):
+                monitor.poll()
+                time.sleep(float(cfg.launcher.poll_interval))
+        except KeyboardInterrupt:
+            _stop(procs)
+            monitor.poll()
+            tracker.client.set_tag(parent, "tuner.interrupted", "true")
+            tracker.client.set_terminated(parent, "KILLED")
+            tracker.close()
+            raise
+        monitor.poll()
+        stopped = _check_exits(opened, procs, folder)
+        if stopped and monitor.complete():
+            # A worker died, yet the others ran its re-queued trial: the study is whole.
+            print(f"note: {stopped}; its trial was re-queued and the study completed")
+            stopped = None
+    finish(cfg, specs, study, tracker, parent, stopped)
+    return StudyResult(study, tracker.uri, parent, stopped)
+
+
+def _describe(plan: WorkerPlan) -> str:
+    where = f"GPU {','.join(plan.gpus)}" if plan.gpus else "CPU"
+    return f"{where}, {plan.threads} thread{'s' if plan.threads > 1 else ''}"
+
+
+def _start(cfg: DictConfig, plans: list[WorkerPlan], folder: Path) -> list[subprocess.Popen[bytes]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    text, secret_env = make_payload(cfg, finish_study=False)
+    payload = folder / "payload.yaml"
+    payload.write_text(text)
+    procs = []
+    for plan in plans:
+        log = folder / f"worker-{plan.index}.log"
+        error_path(log).unlink(missing_ok=True)
+        with log.open("a") as out:  # a resumed study adds to the logs of the earlier runs
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tuner.launch.worker",
+                        str(payload),
+                        str(plan.index),
+                        str(plan.threads),
+                    ],
+                    env={**os.environ, **secret_env, **plan.env()},
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    # Its own session: Ctrl-C reaches the launcher only, which stops each
+                    # worker once (a second SIGINT would cut a worker's cleanup short).
+                    start_new_session=True,
+                )
+            )
+    return procs
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    print("stopping the workers: each ends its trial and re-queues it", file=sys.stderr, flush=True)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: Path) -> str | None:
+    """Raises the workers' config error, or says which workers failed (None: all ended well)."""
+    errors = [error_path(folder / f"worker-{i}.log") for i in range(len(procs))]
+    found = [json.loads(p.read_text()) for p in errors if p.exists()]
+    if found and all(proc.returncode == 2 for proc in procs):
+        if opened.was_new and count_finished(opened.study) == 0:
+            undo(opened.study, opened.tracker, opened.parent)
+        else:
+            opened.tracker.close()
+        raise UserError(found[0]["key"], found[0]["value"], found[0]["fix"])
+    bad = [(i, proc.returncode) for i, proc in enumerate(procs) if proc.returncode != 0]
+    if not bad:
+        return None
+    return "; ".join(f"worker {i} exited with code {code} (see {folder}/worker-{i}.log)" for i, code in bad)
