@@ -179,9 +179,7 @@ def tune(
                     stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
                     break
     except UserError:
-        if worker is None and opened.was_new and count_finished(study) == 0:
-            undo(study, tracker, parent)
-        else:
+        if worker is not None or not undo_if_fruitless(opened):
             tracker.close()
         raise
     except KeyboardInterrupt:
@@ -198,15 +196,34 @@ def tune(
     return StudyResult(study, tracker.uri, parent, stopped)
 
 
+def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that trained to a result (a configuration error fails every trial alike)."""
+    return study.get_trials(
+        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    )
+
+
+def undo_if_fruitless(opened: Tracked) -> bool:
+    """Removes a study this run created when no trial trained to a result; whether it did."""
+    if not opened.was_new or _results(opened.study):
+        return False
+    undo(opened.study, opened.tracker, opened.parent)
+    return True
+
+
 def _reseed(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study, *, worker: bool) -> None:
     """Gives a resumed study or a worker its own sampler seed.
 
     A sampler seeded alike in every process would draw the same first trials in each
     worker, and again on every resume. A fresh study in one process keeps its seed, so
-    it stays reproducible. QMC keeps its seed: its workers share one sequence.
+    it stays reproducible; a resumed one moves on by the trials it has; a worker (whose
+    trials interleave with others' anyway) draws a random seed. QMC keeps its seed: its
+    workers share one sequence.
     """
     seed = cfg.sampler.get("seed")
-    offset = len(study.get_trials(deepcopy=False)) + (os.getpid() if worker else 0)
+    offset = len(study.get_trials(deepcopy=False))
+    if worker:
+        offset = int.from_bytes(os.urandom(4), "little")
     if seed is None or not offset or cfg.sampler.name == "qmc":
         return
     sampler = OmegaConf.to_container(cfg.sampler, resolve=True)

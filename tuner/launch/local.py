@@ -18,7 +18,7 @@ from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.worker import error_path, make_payload
 from tuner.space import ParamSpec
 from tuner.study import count_finished
-from tuner.tune import StudyResult, Tracked, finish, open_tracked, storage_label, undo
+from tuner.tune import StudyResult, Tracked, finish, open_tracked, storage_label, undo_if_fruitless
 
 #: Seconds workers get to end their trial cleanly after Ctrl-C before they are killed.
 STOP_WAIT = 60
@@ -127,9 +127,7 @@ def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: 
     errors = [error_path(folder / f"worker-{i}.log") for i in range(len(procs))]
     found = [json.loads(p.read_text()) for p in errors if p.exists()]
     if found and all(proc.returncode == 2 for proc in procs):
-        if opened.was_new and count_finished(opened.study) == 0:
-            undo(opened.study, opened.tracker, opened.parent)
-        else:
+        if not undo_if_fruitless(opened):
             opened.tracker.close()
         raise UserError(found[0]["key"], found[0]["value"], found[0]["fix"])
     bad = [(i, proc.returncode) for i, proc in enumerate(procs) if proc.returncode != 0]
