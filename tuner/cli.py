@@ -152,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose(overrides)
         if "--cfg" in flags:
-            print(OmegaConf.to_yaml(cfg))
+            from tuner.study import config_yaml
+
+            print(config_yaml(cfg))
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:

@@ -21,7 +21,15 @@ from tuner.errors import UserError
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.space import ParamSpec, apply, suggest
-from tuner.study import best_trials, build_sampler, count_finished, count_started, mask_password, open_study
+from tuner.study import (
+    best_trials,
+    build_sampler,
+    config_yaml,
+    count_finished,
+    count_started,
+    mask_password,
+    open_study,
+)
 from tuner.tracking import Tracker, TrialRun, local_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -263,7 +271,7 @@ def _one_trial(
                 study_name=str(cfg.study.name),
                 number=trial.number,
                 params=values,
-                config_yaml=OmegaConf.to_yaml(trial_cfg),
+                config_yaml=config_yaml(trial_cfg),
             )
             trial.set_user_attr("mlflow_run_id", run.run_id)
             progress.trial_started(trial.number, values)
@@ -367,7 +375,7 @@ def finish(
         for key in ("test_acc", "test_loss"):
             if key in best[0].user_attrs:
                 summary[f"best_{key}"] = float(best[0].user_attrs[key])
-        best_yaml = OmegaConf.to_yaml(apply(cfg, specs, best[0].params))
+        best_yaml = config_yaml(apply(cfg, specs, best[0].params))
     if stopped:
         summary["stopped"] = stopped
     tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)

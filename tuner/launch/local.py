@@ -30,27 +30,39 @@ def worker_folder(cfg: DictConfig) -> Path:
 
 
 def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult:
-    """Creates the study and its MLflow parent run, starts the workers, shows progress.
+    """Starts the workers, creates the study and its MLflow parent run, shows progress.
+
+    The workers start first but wait for their payload on stdin, which they get only
+    once the study and the parent run exist: they never race to create them, and their
+    start-up (importing torch, Lightning, MLflow) overlaps with the launcher's own.
 
     Raises:
         UserError: a bad launcher setting, or the config error that stopped the workers.
         KeyboardInterrupt: after the workers stopped and re-queued their trials.
     """
     plans = plan_local(cfg)
-    opened = open_tracked(cfg, specs)
+    folder = worker_folder(cfg)
+    text, secret_env = make_payload(cfg, finish_study=False)
+    procs = _start(plans, folder, secret_env)
+    try:
+        opened = open_tracked(cfg, specs)
+    except BaseException:
+        _hand_out(procs, "")  # an empty payload: the workers leave at once
+        raise
     study, tracker, parent = opened.study, opened.tracker, opened.parent
     total = int(cfg.study.n_trials)
     done = count_finished(study)
     resumed = f", resuming with {done} finished" if done else ""
     print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
     stopped = None
-    if done < total:
-        folder = worker_folder(cfg)
+    if done >= total:
+        _hand_out(procs, "")
+    else:
         print(f"{len(plans)} workers ({_describe(plans[0])} each); logs in {folder}/worker-*.log", flush=True)
         monitor = StudyMonitor(
             study, total=total, tracker=tracker, grace=cfg.storage.get("grace_period"), quiet=quiet
         )
-        procs = _start(cfg, plans, folder)
+        _hand_out(procs, text)
         try:
             while any(proc.poll() is None for proc in procs):
                 monitor.poll()
@@ -77,11 +89,10 @@ def _describe(plan: WorkerPlan) -> str:
     return f"{where}, {plan.threads} thread{'s' if plan.threads > 1 else ''}"
 
 
-def _start(cfg: DictConfig, plans: list[WorkerPlan], folder: Path) -> list[subprocess.Popen[bytes]]:
+def _start(
+    plans: list[WorkerPlan], folder: Path, secret_env: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
     folder.mkdir(parents=True, exist_ok=True)
-    text, secret_env = make_payload(cfg, finish_study=False)
-    payload = folder / "payload.yaml"
-    payload.write_text(text)
     procs = []
     for plan in plans:
         log = folder / f"worker-{plan.index}.log"
@@ -93,11 +104,12 @@ def _start(cfg: DictConfig, plans: list[WorkerPlan], folder: Path) -> list[subpr
                         sys.executable,
                         "-m",
                         "tuner.launch.worker",
-                        str(payload),
+                        str(folder),
                         str(plan.index),
                         str(plan.threads),
                     ],
                     env={**os.environ, **secret_env, **plan.env()},
+                    stdin=subprocess.PIPE,
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     # Its own session: Ctrl-C reaches the launcher only, which stops each
@@ -106,6 +118,20 @@ def _start(cfg: DictConfig, plans: list[WorkerPlan], folder: Path) -> list[subpr
                 )
             )
     return procs
+
+
+def _hand_out(procs: list[subprocess.Popen[bytes]], payload: str) -> None:
+    """Gives each waiting worker its payload (empty: nothing to do, exit)."""
+    for proc in procs:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(payload.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker is gone already; its exit code tells why
+    if not payload:
+        for proc in procs:
+            proc.wait()
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -119,16 +119,24 @@ def slurm_worker(payload: str, index: int) -> int:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m tuner.launch.worker PAYLOAD INDEX THREADS``: a local worker."""
-    payload_path, index, threads = Path(argv[0]), int(argv[1]), int(argv[2])
+    """``python -m tuner.launch.worker FOLDER INDEX THREADS``: a local worker.
+
+    It loads the heavy libraries, then waits for its payload on stdin (the launcher
+    sends it once the study exists); an empty payload means there is nothing to do.
+    """
+    folder, index, threads = Path(argv[0]), int(argv[1]), int(argv[2])
     _die_with_parent()
-    log = payload_path.parent / f"worker-{index}.log"
+    import tuner.tune  # noqa: F401  (torch, Lightning, MLflow: loaded while the launcher sets up)
+
+    payload = sys.stdin.read()
+    if not payload:
+        return 0
     return work(
-        payload_path.read_text(),
+        payload,
         index=index,
         name=f"local-{index}",
         threads=threads,
-        error_file=error_path(log),
+        error_file=error_path(folder / f"worker-{index}.log"),
     )
 
 
