@@ -1,15 +1,16 @@
-"""Real services for tests, on 127.0.0.1, stopped by process id: PostgreSQL and SLURM.
+"""Real services for tests: started on 127.0.0.1 and a free port, stopped by process id.
 
-``postgres_server()`` starts a throwaway PostgreSQL cluster (Debian's ``postgresql``:
-``initdb`` and ``pg_ctl`` as the postgres user) on a free port and yields a URL with a
-password. ``slurm_cluster()`` starts a single-node SLURM cluster (Debian's ``slurm-wlm``
-and ``munge``: munged, slurmctld, slurmd) and yields the environment that points
-``sbatch`` / ``squeue`` at it. ``scripts/ci/setup-postgres.sh`` and
-``scripts/ci/setup-slurm.sh`` install the packages.
+Besides the generic helpers (``start``, ``wait_http``, ``stop``): ``postgres_server()``
+starts a throwaway PostgreSQL cluster (Debian's ``postgresql``: ``initdb`` and ``pg_ctl``
+as the postgres user) and yields a URL with a password; ``slurm_cluster()`` starts a
+single-node SLURM cluster (Debian's ``slurm-wlm`` and ``munge``: munged, slurmctld,
+slurmd) and yields the environment that points ``sbatch`` / ``squeue`` at it.
+``scripts/ci/setup-postgres.sh`` and ``scripts/ci/setup-slurm.sh`` install the packages.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -20,20 +21,64 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(args: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Starts a service in its own process group, its output going to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own group: its workers are stopped with it
+        )
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], *, log: Path, timeout: float = 180) -> None:
+    """Waits until ``url`` answers 200; fails with the service's log if it dies or never does."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{url}: the service exited ({proc.returncode}):\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stops the service's process group (its id is the service's pid): TERM, then KILL."""
+    with contextlib.suppress(ProcessLookupError):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=15)
+    # Workers that outlived their parent still carry its group id.
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
 
 
 class ServiceUnavailable(RuntimeError):
     """The service cannot run on this machine (says why, for a test skip)."""
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _alive(pid: int) -> bool:
@@ -102,7 +147,7 @@ def postgres_available() -> str | None:
     return None
 
 
-@contextmanager
+@contextlib.contextmanager
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server on a free port of 127.0.0.1; yields ``postgresql+psycopg://`` URL.
 
@@ -201,7 +246,7 @@ def slurm_available() -> str | None:
     return None
 
 
-@contextmanager
+@contextlib.contextmanager
 def slurm_cluster() -> Iterator[dict[str, str]]:
     """A one-node SLURM cluster (this host, 2 CPUs); yields the environment for its clients.
 

@@ -121,7 +121,8 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
 
         check(cfg)
         if cfg.launcher.name == "none":
-            result = tune(cfg, specs, progress=StudyProgress(quiet=quiet))
+            with StudyProgress(quiet=quiet) as progress:
+                result = tune(cfg, specs, progress=progress)
         else:
             launched = launch(cfg, specs, quiet=quiet)
             if launched is None:
@@ -130,10 +131,34 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
         print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
         if result.stopped_because:
             print(f"stopped early: {result.stopped_because}")
+        if result.report:
+            print(f"Report and plots: {result.report} (and .html beside it)")
         print("Compare the trials in the MLflow UI:")
-        print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
+        if result.tracking_uri.startswith(("http:", "https:")):
+            print(f"  open {result.tracking_uri}")
+        else:
+            print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
         return 0
+    if cfg.mode == "report":
+        return _report(cfg)
     raise UserError("mode", cfg.mode, "this mode is not available yet")
+
+
+def _report(cfg: DictConfig) -> int:
+    """``mode=report``: plots and report of a finished or running study, from its stores."""
+    from mlflow.tracking import MlflowClient
+
+    from tuner.report.build import load_for_report, write_report
+    from tuner.tune import tracking_uri
+
+    study = load_for_report(cfg)
+    report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))
+    if report.basin is not None:
+        b = report.basin
+        print(f"recommended {b.param}: {b.recommended:.3g} (robust range {b.low:.3g} - {b.high:.3g})")
+    print(f"report: {report.markdown}")
+    print(f"        {report.html}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
+from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
@@ -59,6 +60,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
+    validate_report(cfg)
     return specs
 
 

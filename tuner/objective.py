@@ -18,6 +18,7 @@ from tuner.schedules import warmup_length
 from tuner.stopping import StopOnRequest
 from tuner.tracking import TrialRun
 from tuner.training import DivergenceGuard, PruningCallback, StepTrace, TrialModule
+from tuner.training.module import StepChunks
 
 
 @dataclass
@@ -43,11 +44,17 @@ class Outcome:
     world_size: int = 1
 
 
+def steps_per_call(cfg: DictConfig) -> int:
+    """Optimizer steps per Lightning step: the configured value, dividing the validation interval."""
+    return math.gcd(int(cfg.trainer.get("steps_per_call") or 1), int(cfg.trainer.val_check_interval))
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Lightning trainer that does only what a trial needs.
 
     Checkpointing, the model summary, loggers and progress bars are off: the tracking
-    layer records what matters, and each of them costs time on every trial.
+    layer records what matters, and each of them costs time on every trial. Gradient
+    clipping is the module's (optimization is manual).
     """
     t = cfg.trainer
     multi = ddp.world_size(cfg) > 1
@@ -58,14 +65,13 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         devices=t.devices,
         strategy=ddp.strategy(cfg) if multi else t.strategy,
         precision=t.precision,
-        val_check_interval=int(t.val_check_interval),
+        val_check_interval=int(t.val_check_interval) // steps_per_call(cfg),
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        gradient_clip_val=t.get("gradient_clip_val"),
         callbacks=callbacks,
     )
 
@@ -99,11 +105,18 @@ def run_trial(
         on_report=(lambda step, metrics: run.log_metrics(step, metrics)) if run is not None else None,
     )
     net = build_model(cfg, datamodule)
-    module = TrialModule(net, optimizer=optimizer, schedule=schedule, total_steps=total)
+    clip = cfg.trainer.get("gradient_clip_val")
+    module = TrialModule(
+        net, optimizer=optimizer, schedule=schedule, total_steps=total, gradient_clip_val=clip
+    )
     stopper = StopOnRequest()
     trainer = make_trainer(cfg, [trace, reporter, stopper])
     try:
-        trainer.fit(module, datamodule=datamodule)
+        trainer.fit(
+            module,
+            train_dataloaders=StepChunks(datamodule.train_dataloader(), steps_per_call(cfg)),
+            val_dataloaders=datamodule.val_dataloader(),
+        )
     except UserError:
         raise
     except Exception as exc:
@@ -139,6 +152,7 @@ def run_trial(
     value = reporter.last_value
     if value is None or not math.isfinite(value):
         return Outcome("FAIL", value, "no finite validation value", steps, world_size=world)
-    results = trainer.test(module, datamodule=datamodule, verbose=False)
+    datamodule.setup("test")
+    results = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return Outcome("COMPLETE", value, None, steps, metrics, world_size=world)

@@ -48,6 +48,7 @@ class StudyResult:
     tracking_uri: str
     parent_run_id: str
     stopped_because: str | None = None
+    report: Path | None = None
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -197,11 +198,12 @@ def tune(
         tracker.close()
         raise
     complete = count_finished(study) >= total and count_started(study) <= total
+    report = None
     if worker is None or (finish_study and complete):
-        finish(cfg, specs, study, tracker, parent, stopped)
+        report = finish(cfg, specs, study, tracker, parent, stopped)
     else:
         tracker.close()
-    return StudyResult(study, tracker.uri, parent, stopped)
+    return StudyResult(study, tracker.uri, parent, stopped, report)
 
 
 def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
@@ -362,7 +364,8 @@ def finish(
     tracker: Tracker,
     parent: str,
     stopped: str | None,
-) -> None:
+) -> Path | None:
+    """Writes the summary to the parent run, then the plots and report; returns the report."""
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
@@ -382,3 +385,15 @@ def finish(
     errors = tracker.close()
     if errors:
         print(f"warning: {len(errors)} MLflow writes failed; first: {errors[0]}")
+    if not (cfg.get("report") and cfg.report.enabled):
+        return None
+    from tuner.report.build import write_report
+
+    try:  # the trials are safe in the stores; a plot that fails must not hide that
+        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+    except Exception as exc:
+        print(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m tuner mode=report study.name={study.study_name}"
+        )
+        return None

@@ -7,6 +7,7 @@ as much as a tiny model's whole step).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -123,8 +124,15 @@ class ArrayDataModule(pl.LightningDataModule):
         return self._splits[name]
 
     def _shard(self) -> tuple[int, int]:
+        """This process's ``(rank, world_size)`` under DDP: from the trainer, else torchrun's env.
+
+        The loaders may be made before ``fit`` attaches a trainer; the processes of a
+        multi-device trial carry ``RANK`` and ``WORLD_SIZE`` (see ``tuner.ddp``).
+        """
         trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.global_rank, trainer.world_size
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
     def train_dataloader(self) -> BatchLoader:
         x, y = self._splits["train"]

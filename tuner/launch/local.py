@@ -80,8 +80,8 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             # A worker died, yet the others ran its re-queued trial: the study is whole.
             print(f"note: {stopped}; its trial was re-queued and the study completed")
             stopped = None
-    finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, tracker.uri, parent, stopped)
+    report = finish(cfg, specs, study, tracker, parent, stopped)
+    return StudyResult(study, tracker.uri, parent, stopped, report)
 
 
 def _describe(plan: WorkerPlan) -> str:

@@ -149,5 +149,5 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         tracker.close()
         return StudyResult(study, tracker.uri, parent, "stopped following (Ctrl-C)")
     monitor.poll()
-    finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, tracker.uri, parent, stopped)
+    report = finish(cfg, specs, study, tracker, parent, stopped)
+    return StudyResult(study, tracker.uri, parent, stopped, report)

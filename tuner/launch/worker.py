@@ -90,9 +90,8 @@ def work(
     print(f"worker {name} (pid {worker['pid']} on {worker['host']})", flush=True)
     try:
         specs = validate(cfg)
-        result = tune(
-            cfg, specs, progress=StudyProgress(), worker=worker, finish_study=bool(data.finish_study)
-        )
+        with StudyProgress(live=False) as progress:
+            result = tune(cfg, specs, progress=progress, worker=worker, finish_study=bool(data.finish_study))
     except KeyboardInterrupt:
         print(f"worker {name}: stopped; its trial was re-queued", flush=True)
         return 130

@@ -76,18 +76,15 @@ class StepTrace(pl.Callback):
         self._lrs: list[float] = []
         self._losses: list[torch.Tensor] = []
 
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int
-    ) -> None:
-        self._steps.append(trainer.global_step)
-        self._lrs.append(float(trainer.optimizers[0].param_groups[0]["lr"]))
-
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._losses.append(loss.detach())
-        if len(self._losses) >= self.flush_every:
+        if not outputs or outputs.get("losses") is None:
+            return
+        self._steps += outputs["steps"]
+        self._lrs += outputs["lrs"]
+        self._losses.append(outputs["losses"])
+        if len(self._steps) >= self.flush_every:
             self.flush(trainer)
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -100,9 +97,9 @@ class StepTrace(pl.Callback):
         """Sends the pending window to the sink and checks it for divergence."""
         if not self._losses:
             return
-        losses = torch.stack(self._losses).float().tolist()
-        steps, lrs = self._steps[: len(losses)], self._lrs[: len(losses)]
-        self._steps, self._lrs, self._losses = self._steps[len(losses) :], self._lrs[len(losses) :], []
+        losses = torch.cat(self._losses).float().tolist()
+        steps, lrs = self._steps, self._lrs
+        self._steps, self._lrs, self._losses = [], [], []
         self.last_loss = losses[-1]
         if self.sink is not None:
             self.sink(steps, {"lr": lrs, "train_loss": losses})

@@ -1,0 +1,129 @@
+"""Per-trial overhead of the framework against a plain PyTorch loop.
+
+Both train the same model from the same initial weights on the same batches for the same
+number of steps, with the same optimizer, schedule and validation interval. The framework
+side is a whole trial: Optuna trial, MLflow nested run (per-step LR and loss), Lightning
+fit with pruning and divergence callbacks, test evaluation. Runs alternate A/B in one
+process and the ratio of medians is reported, so machine noise hits both sides alike.
+
+    python scripts/bench/overhead.py [--quick] [model=mlp ...overrides]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+import torch
+from torch.nn import functional as F
+
+from tuner.build import build_datamodule, build_model, plain
+from tuner.cli import compose
+from tuner.objective import run_trial
+from tuner.optimizers import build_optimizer
+from tuner.schedules import build_scheduler
+from tuner.tracking import Tracker, local_uri
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def raw_loop(cfg, datamodule) -> float:
+    """Trains like a trial, by hand; returns the seconds it took."""
+    torch.manual_seed(int(cfg.seed))
+    start = time.perf_counter()
+    net = build_model(cfg, datamodule)
+    optimizer = build_optimizer(net, plain(cfg.optimizer))
+    total, every = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
+    scheduler = build_scheduler(optimizer, plain(cfg.schedule), total)
+    step, losses, lrs = 0, [], []
+    while step < total:
+        for x, y in datamodule.train_dataloader():
+            lrs.append(optimizer.param_groups[0]["lr"])
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.detach())
+            step += 1
+            if step % every == 0:
+                evaluate(net, datamodule.val_dataloader())
+            if step >= total:
+                break
+    evaluate(net, datamodule.test_dataloader())
+    torch.stack(losses).tolist()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def evaluate(net, loader) -> float:
+    net.eval()
+    correct = count = 0
+    for x, y in loader:
+        correct += int((net(x).argmax(1) == y).sum())
+        count += len(y)
+    net.train()
+    return correct / count
+
+
+def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
+    start = time.perf_counter()
+    trial = study.ask()
+    run = tracker.start_trial(parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml="")
+    outcome = run_trial(cfg, datamodule, trial=trial, run=run)
+    study.tell(trial, outcome.value)
+    run.end(outcome.state, value=outcome.value, reason=outcome.reason)
+    tracker._writer.drain()  # the trial's records are in the store before the clock stops
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="3 pairs of 500 steps")
+    parser.add_argument("--pairs", type=int, default=5)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    steps = ["trainer.max_steps=500"] if args.quick else []
+    pairs = 3 if args.quick else args.pairs
+    cfg = compose(["pruner=none", *steps, *args.overrides])
+    datamodule = build_datamodule(cfg)
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
+        parent = tracker.parent_run("bench", params={})
+        study = optuna.create_study(direction="maximize")
+        framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports
+        raw_loop(cfg, datamodule)
+        raw, framework = [], []
+        for i in range(pairs):
+            raw.append(raw_loop(cfg, datamodule))
+            framework.append(framework_trial(cfg, datamodule, study, tracker, parent))
+            print(f"pair {i + 1}/{pairs}: raw {raw[-1]:.2f}s framework {framework[-1]:.2f}s", flush=True)
+        tracker.close()
+    ratio = statistics.median(framework) / statistics.median(raw)
+    row = {
+        "model": cfg.model._target_,
+        "data": cfg.data._target_,
+        "steps": int(cfg.trainer.max_steps),
+        "raw_s": round(statistics.median(raw), 3),
+        "framework_s": round(statistics.median(framework), 3),
+        "ratio": round(ratio, 3),
+    }
+    print("\n| model | steps | raw loop (s) | framework trial (s) | ratio |\n|---|---|---|---|---|")
+    print(f"| {row['model']} | {row['steps']} | {row['raw_s']} | {row['framework_s']} | {row['ratio']} |")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
+    out = RESULTS / f"overhead-{stamp}.json"
+    out.write_text(json.dumps({"date": stamp, "machine": platform.node(), "pairs": pairs, **row}, indent=2))
+    print(f"written {out}")
+
+
+if __name__ == "__main__":
+    main()
