@@ -50,3 +50,19 @@ def test_ddp_on_two_cpu_processes_prunes_a_bad_trial_and_stops_a_diverging_one(t
     assert exploding.state == TrialState.PRUNED
     assert "diverged" in exploding.user_attrs["reason"]
     assert exploding.user_attrs["steps"] < 100
+
+
+def test_each_rank_trains_on_its_own_share_of_every_batch():
+    import torch
+
+    from tuner.data._arrays import BatchLoader
+
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    whole = [b[1].tolist() for b in BatchLoader(x, y, batch_size=4, shuffle=True, seed=3)]
+    shares = [
+        [b[1].tolist() for b in BatchLoader(x, y, batch_size=4, shuffle=True, seed=3, shard=(rank, 2))]
+        for rank in (0, 1)
+    ]
+    assert len(shares[0]) == len(shares[1]) == len(whole)
+    for batch, first, second in zip(whole, *shares, strict=True):
+        assert sorted(first + second) == sorted(batch) and not set(first) & set(second)
