@@ -83,10 +83,18 @@ def assert_no_password(tmp_path: Path, url: str, *texts: str) -> None:
 
 
 def test_three_slurm_jobs_finish_one_postgres_study(tmp_path, postgres_url, slurm_env):
-    proc = start(tmp_path, {**slurm_env, "TUNER_STORAGE_URL": postgres_url}, "study.name=slurm-pg")
+    env = {**slurm_env, "TUNER_STORAGE_URL": postgres_url}
+    # Submit and return at once, then follow the study from a second command.
+    proc = start(tmp_path, env, "study.name=slurm-pg", "launcher.wait=false")
+    submitted, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, submitted + err
+    assert "submitted 3 worker jobs to SLURM" in submitted
+    assert "launcher.submit=false launcher.wait=true" in submitted
+    assert count_finished(load(postgres_url, "slurm-pg")) < 9  # it did not wait for the trials
+    proc = start(tmp_path, env, "study.name=slurm-pg", "launcher.submit=false")
     out, err = proc.communicate(timeout=900)
     assert proc.returncode == 0, out + err
-    assert "submitted 3 worker jobs to SLURM" in out
+    assert "best trials of slurm-pg" in out
     counted = assert_whole(load(postgres_url, "slurm-pg"))
     workers = {t.user_attrs["worker"]["name"] for t in counted}
     assert all(name.startswith("slurm-") for name in workers)
@@ -95,7 +103,7 @@ def test_three_slurm_jobs_finish_one_postgres_study(tmp_path, postgres_url, slur
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert parents[0].data.params["storage.url"].startswith("postgresql+psycopg://tuner:***@")
     assert sorted(r.info.status for r in trials) == ["FINISHED"] * 9
-    assert_no_password(tmp_path, postgres_url, out, err, str(parents[0].data.params))
+    assert_no_password(tmp_path, postgres_url, submitted, out, err, str(parents[0].data.params))
 
 
 def test_a_sigkilled_slurm_worker_leaves_the_study_whole(tmp_path, postgres_url, slurm_env):
