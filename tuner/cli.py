@@ -149,7 +149,7 @@ def _report(cfg: DictConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.report.build import load_for_report, write_report
-    from tuner.tune import tracking_uri
+    from tuner.session import tracking_uri
 
     study = load_for_report(cfg)
     report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))

@@ -40,9 +40,11 @@ def check(cfg: DictConfig) -> None:
         raise UserError("launcher.workers", workers, "give a whole number of workers, 1 or more")
     if name == "slurm" and workers is None:
         raise UserError("launcher.workers", None, "give the number of SLURM jobs, e.g. launcher.workers=4")
-    if name == "slurm" and cfg.storage.backend == "rdb" and str(cfg.storage.url).startswith("sqlite"):
+    if cfg.storage.backend == "rdb" and str(cfg.storage.url).startswith("sqlite"):
         raise UserError(
-            "storage", "sqlite", "SQLite locks up under many writers: use storage=postgres for SLURM workers"
+            "storage",
+            "sqlite",
+            "SQLite locks up under many writers: use storage=journal (one machine) or storage=postgres",
         )
 
 

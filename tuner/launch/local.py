@@ -16,9 +16,10 @@ from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.worker import error_path, make_payload
+from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless
 from tuner.space import ParamSpec
 from tuner.study import count_finished
-from tuner.tune import StudyResult, Tracked, finish, open_tracked, storage_label, undo_if_fruitless
+from tuner.tune import StudyResult
 
 #: Seconds workers get to end their trial cleanly after Ctrl-C before they are killed.
 STOP_WAIT = 60

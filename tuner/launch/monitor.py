@@ -17,9 +17,9 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
+from tuner.session import end_lost_run
 from tuner.study import best_trials, count_finished
 from tuner.tracking import Tracker
-from tuner.tune import end_lost_run
 
 
 def _fmt(value: object) -> str:

@@ -18,9 +18,10 @@ from tuner.build import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.worker import make_payload, slurm_worker
+from tuner.session import finish, open_tracked, storage_label, undo
 from tuner.space import ParamSpec
 from tuner.study import count_finished
-from tuner.tune import StudyResult, finish, open_tracked, storage_label, undo
+from tuner.tune import StudyResult
 
 
 def executor_parameters(cfg: DictConfig) -> dict[str, Any]:
