@@ -53,3 +53,7 @@ def test_plans_that_cannot_fit_name_their_key(workers, kwargs, key):
     with pytest.raises(UserError) as error:
         plan(workers, **kwargs)
     assert error.value.key == key
+
+
+def test_explicit_threads_per_worker_wins():
+    assert [p.threads for p in plan(2, cores=2, threads_per_worker=3, max_threads=1)] == [3, 3]

@@ -60,8 +60,9 @@ def plan_workers(
     """Spreads workers over GPUs (packing ``trials_per_gpu`` on each) or over CPU cores.
 
     With GPUs, worker ``i`` gets GPU slot ``i // trials_per_gpu``, a slot being
-    ``gpus_per_worker`` consecutive GPUs. Without, each worker gets the cores divided
-    among the workers (at least one thread, at most ``max_threads``).
+    ``gpus_per_worker`` consecutive GPUs. Each worker gets ``threads_per_worker``
+    threads if given, else the cores divided among the workers (at least one, at most
+    ``max_threads``).
 
     Raises:
         UserError: more workers than the GPU slots hold, or inconsistent packing.
@@ -95,7 +96,7 @@ def plan_workers(
             f"hold {capacity} workers; lower launcher.workers or raise launcher.trials_per_gpu",
         )
     threads = threads_per_worker or max(1, cores // count)
-    if max_threads:
+    if max_threads and not threads_per_worker:
         threads = min(threads, max_threads)
     plans = []
     for index in range(count):

@@ -67,9 +67,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def work(
-    payload: str, *, index: int, name: str, threads: int | None = None, error_file: Path | None = None
-) -> int:
+def work(payload: str, *, name: str, threads: int | None = None, error_file: Path | None = None) -> int:
     """Runs the study loop as one worker until the study reaches its total; the exit code."""
     from tuner._quiet import quiet_libraries
     from tuner.config import validate
@@ -110,8 +108,10 @@ def work(
 def slurm_worker(payload: str, index: int) -> int:
     """The function each SLURM job runs (through submitit)."""
     job = os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID", "?")
-    cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    code = work(payload, index=index, name=f"slurm-{job}_{index}", threads=int(cpus) if cpus else None)
+    cpus = int(os.environ.get("SLURM_CPUS_PER_TASK") or 0)
+    # The job's CPUs, at most the threads a trial asks for (trainer.num_threads).
+    asked = int(OmegaConf.create(payload).config.trainer.get("num_threads") or cpus)
+    code = work(payload, name=f"slurm-{job}_{index}", threads=min(cpus, asked) or None)
     if code not in (0, 130):
         raise SystemExit(code)
     return code
@@ -132,7 +132,6 @@ def main(argv: list[str]) -> int:
         return 0
     return work(
         payload,
-        index=index,
         name=f"local-{index}",
         threads=threads,
         error_file=error_path(folder / f"worker-{index}.log"),
