@@ -16,7 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.errors import UserError, as_user_error
+from tuner.errors import StudyStopped, UserError, as_user_error
+from tuner.secrets import mask_secrets, masked_yaml
 
 USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
 
@@ -117,7 +118,7 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
     if cfg.mode == "tune":
         from tuner.launch import check, launch
         from tuner.progress import StudyProgress, best_table, print_table
-        from tuner.tune import tune
+        from tuner.tune import study_tables, tune
 
         check(cfg)
         if cfg.launcher.name == "none":
@@ -129,18 +130,29 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
                 return 0
             result = launched
         print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
+        for table in study_tables(cfg, specs, result.study):
+            print_table(table)
         if result.stopped_because:
             print(f"stopped early: {result.stopped_because}")
         if result.report:
             print(f"Report and plots: {result.report} (and .html beside it)")
         print("Compare the trials in the MLflow UI:")
-        if result.tracking_uri.startswith(("http:", "https:")):
-            print(f"  open {result.tracking_uri}")
+        uri = mask_secrets(result.tracking_uri)
+        if uri.startswith(("http:", "https:")):
+            print(f"  open {uri}")
         else:
-            print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
+            print(f"  mlflow ui --backend-store-uri {uri}")
+        if result.fault:
+            print(f"stopped: {result.fault}", file=sys.stderr)
+            return 3
         return 0
     if cfg.mode == "report":
         return _report(cfg)
+    if cfg.mode == "schedule":
+        from tuner.lr_plots import draw_schedule, print_schedule
+
+        print_schedule(cfg, *draw_schedule(cfg))
+        return 0
     raise UserError("mode", cfg.mode, "this mode is not available yet")
 
 
@@ -177,19 +189,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose(overrides)
         if "--cfg" in flags:
-            from tuner.study import config_yaml
-
-            print(config_yaml(cfg))
+            print(masked_yaml(cfg))
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command to resume", file=sys.stderr)
         return 130
+    except StudyStopped as exc:
+        if debug:
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+        print(f"stopped: {mask_secrets(str(exc))}", file=sys.stderr)
+        return 3
     except Exception as exc:
         error = as_user_error(exc)
         if error is None:
-            raise
+            # A bug, not bad input: the traceback, with any password in it masked.
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+            return 1
         if debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+        print(f"error: {mask_secrets(str(error))}", file=sys.stderr)
         return 2

@@ -8,12 +8,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.arms import check_arms
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
+from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
+from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
 
 MODES = ("tune", "find", "schedule", "report")
@@ -46,6 +49,15 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "trainer.max_steps")
     _positive(cfg, "trainer.val_check_interval")
     _positive(cfg, "study.max_consecutive_failures")
+    if not isinstance(cfg.study.get("stop_on_failure", False), bool):
+        raise UserError("study.stop_on_failure", cfg.study.stop_on_failure, "give true or false")
+    population = cfg.study.get("population", 1)
+    if population != "auto" and (
+        isinstance(population, bool) or not isinstance(population, int) or population < 1
+    ):
+        raise UserError(
+            "study.population", population, "give a whole number >= 1 (1: one trial at a time) or auto"
+        )
     if cfg.study.direction not in ("minimize", "maximize"):
         raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
     if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):
@@ -60,7 +72,11 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
+    check_targets(cfg)
+    check_data(cfg)
     validate_report(cfg)
+    check_space(cfg, specs)
+    check_arms(cfg, check_trial)
     return specs
 
 

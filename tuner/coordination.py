@@ -139,6 +139,14 @@ def retried_numbers(trials: Iterable[FrozenTrial]) -> set[int]:
     return out
 
 
+class TrialLost(Exception):
+    """A trial this worker held was failed by another one (its heartbeat came too late)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(f"trial {number} was declared lost by another worker")
+        self.number = number
+
+
 def claim_slot(study: optuna.Study, number: int, total: int) -> bool:
     """Whether the just-asked trial ``number`` may run without the study passing ``total``.
 

@@ -33,9 +33,10 @@ OPTIMIZERS: tuple[str, ...] = (
 )
 LR_FREE: frozenset[str] = frozenset({"schedulefree_adamw", "prodigy"})
 
-_COMMON_KEYS = frozenset({"name", "lr", "weight_decay", "decay_norm_and_bias", "_target_"})
+# Keys every optimizer accepts.
+COMMON_KEYS = frozenset({"name", "lr", "weight_decay", "decay_norm_and_bias", "_target_"})
 # Keys each optimizer accepts beyond the common ones, passed through as constructor kwargs.
-_OPTIMIZER_KEYS: dict[str, frozenset[str]] = {
+OPTIMIZER_KEYS: dict[str, frozenset[str]] = {
     "sgd": frozenset({"momentum", "nesterov", "dampening"}),
     "adam": frozenset({"betas", "eps", "amsgrad"}),
     "adamw": frozenset({"betas", "eps", "amsgrad"}),
@@ -45,7 +46,7 @@ _OPTIMIZER_KEYS: dict[str, frozenset[str]] = {
     "schedulefree_adamw": frozenset({"betas", "eps", "warmup_steps"}),
     "prodigy": frozenset({"betas", "eps", "d_coef"}),
 }
-_KNOWN_KEYS = _COMMON_KEYS.union(*_OPTIMIZER_KEYS.values())
+_KNOWN_KEYS = COMMON_KEYS.union(*OPTIMIZER_KEYS.values())
 _LR_FREE_FIX = "pip install 'tuner[lr-free]'"
 
 # Norm layers whose parameters are scales and shifts, not weights to shrink; the
@@ -207,7 +208,7 @@ def validate_optimizer(spec: Mapping[str, Any]) -> None:
             f"unknown optimizer key; known keys are {', '.join(sorted(_KNOWN_KEYS))}",
         )
     # Sorted, so momentum and dampening are checked before nesterov reads them.
-    for key in sorted(_OPTIMIZER_KEYS[str(name)] & set(spec)):
+    for key in sorted(OPTIMIZER_KEYS[str(name)] & set(spec)):
         _KEY_CHECKS[key](spec)
 
 
@@ -276,7 +277,7 @@ _TORCH_OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
 
 def _constructor_kwargs(spec: Mapping[str, Any], keys: frozenset[str] | None) -> dict[str, Any]:
     """Constructor kwargs from the spec: ``keys`` only, or every non-common key if None."""
-    chosen = set(spec) - _COMMON_KEYS if keys is None else keys & set(spec)
+    chosen = set(spec) - COMMON_KEYS if keys is None else keys & set(spec)
     kwargs = {key: spec[key] for key in chosen}
     if "betas" in kwargs:
         # Configs give a list; torch and the LR-free packages document a tuple.
@@ -309,7 +310,7 @@ def build_optimizer(model: nn.Module, spec: Mapping[str, Any]) -> torch.optim.Op
     else:
         name = str(spec["name"])
         optimizer_class = _TORCH_OPTIMIZERS.get(name) or _lr_free_class(name)
-        kwargs = _constructor_kwargs(spec, _OPTIMIZER_KEYS[name])
+        kwargs = _constructor_kwargs(spec, OPTIMIZER_KEYS[name])
     optimizer = optimizer_class(groups, lr=float(spec["lr"]), **kwargs)
     set_train_mode(optimizer, training=True)
     return optimizer

@@ -202,6 +202,11 @@ class StudyProgress:
         self.console.print(line, markup=False, highlight=False)
         self.console.file.flush()
 
+    def note(self, line: str) -> None:
+        """A line about the study (outside the trial loop), unless quiet."""
+        if not self.quiet:
+            self._print(line)
+
 
 def best_table(study: optuna.Study, *, top: int, metric: str) -> Table:
     """The top complete trials with their sampled parameters, metric and test accuracy."""

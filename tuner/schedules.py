@@ -53,7 +53,8 @@ WARMUPS: tuple[str, ...] = ("linear", "exponential", "none")
 COOLDOWNS: tuple[str, ...] = ("linear", "cosine", "1-sqrt")
 PLATEAU_MODES: tuple[str, ...] = ("min", "max")
 
-_COMMON_DEFAULTS: dict[str, Any] = {
+# Keys every family shares (the warmup and the floor), with their defaults.
+COMMON_DEFAULTS: dict[str, Any] = {
     "warmup": "none",
     "warmup_fraction": 0.0,
     "warmup_steps": None,
@@ -81,7 +82,7 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
         "monitor": "val_loss",
     },
 }
-_KNOWN_KEYS = frozenset({"name", *_COMMON_DEFAULTS}).union(
+_KNOWN_KEYS = frozenset({"name", *COMMON_DEFAULTS}).union(
     *(family.keys() for family in FAMILY_DEFAULTS.values())
 )
 
@@ -106,7 +107,7 @@ class ScheduleError(ValueError):
 def _resolved(spec: Mapping[str, Any]) -> dict[str, Any]:
     """The spec with the common and family defaults filled in for missing keys."""
     family = FAMILY_DEFAULTS.get(spec.get("name", ""), {})
-    return {**_COMMON_DEFAULTS, **family, **spec}
+    return {**COMMON_DEFAULTS, **family, **spec}
 
 
 def _is_number(value: object) -> bool:

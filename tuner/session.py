@@ -6,6 +6,8 @@ open the study and its parent run before any worker starts and finish them after
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,9 +15,13 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
+from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
+from tuner.preflight import check_population, check_services
+from tuner.resilience import StorageGuard
+from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
-from tuner.study import best_trials, config_yaml, count_finished, mask_password, open_study
+from tuner.study import best_trials, count_finished, open_study
 from tuner.tracking import Tracker, TrialRun, local_uri
 
 
@@ -25,7 +31,7 @@ def tracking_uri(cfg: DictConfig) -> str:
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
-    """The fixed config as flat ``group.key`` params for the parent run."""
+    """The fixed config as flat ``group.key`` params for the parent run (secrets masked on logging)."""
     out: dict[str, Any] = {}
 
     def walk(node: Any, prefix: str) -> None:
@@ -36,61 +42,67 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
             out[prefix] = node
 
     container = plain(cfg)
-    for group in (
-        "data",
-        "model",
-        "optimizer",
-        "schedule",
-        "trainer",
-        "sampler",
-        "pruner",
-        "study",
-        "storage",
-    ):
+    groups = ("data", "model", "optimizer", "schedule", "trainer", "sampler", "pruner", "study", "storage")
+    for group in groups:
         walk(container[group], group)
     out["seed"] = cfg.seed
-    # The storage URL may carry a password; MLflow params are readable by everyone.
-    for key in out:
-        if key == "storage.url":
-            out[key] = mask_password(str(out[key]))
-        elif "password" in key.lower():
-            out[key] = "***"
     return out
 
 
 @dataclass
 class Tracked:
-    """A study opened together with its MLflow parent run."""
+    """A study opened together with its MLflow parent run, and what its loop needs."""
 
     study: optuna.Study
     tracker: Tracker
     parent: str
     datamodule: Any
     was_new: bool
+    guard: StorageGuard
+    #: Seconds to wait for MLflow writes at the end.
+    flush: float
+    #: Trials per fit (``study.population``) and the step that trains them; (1, None) if off.
+    population: tuple[int, Callable[..., Any] | None]
 
 
 def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
     """Opens (or creates) the study and its MLflow parent run.
 
-    The data and the model are built first, so a config that cannot train fails before
-    anything is created. Launchers call this before starting workers, so that workers
-    only ever reopen the study and the parent run.
+    Services, data and model are checked first, so a config that cannot train fails
+    before anything is created. Launchers call this before starting workers, so that
+    workers only ever reopen the study and the parent run.
     """
     name = str(cfg.study.name)
+    check_services(cfg)
     datamodule = build_datamodule(cfg)
-    build_model(cfg, datamodule)
+    # A model that cannot be built, or too large a population, fails before any study exists.
+    check_population(cfg, build_model(cfg, datamodule))
+    population: tuple[int, Callable[..., Any] | None] = (1, None)
+    if cfg.study.get("population", 1) != 1:
+        # K trials in one fit (study.population); that module imports tuner.tune.
+        from tuner.population import population_size, population_step
+
+        population = (population_size(cfg, specs, datamodule), population_step)
     study = open_study(cfg, specs, name=name)
     was_new = len(study.get_trials(deepcopy=False)) == 0
+    root = Path(str(cfg.paths.root))
     tracker = Tracker(
-        tracking_uri(cfg), experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts"
+        tracking_uri(cfg),
+        experiment=name,
+        artifact_root=root / "artifacts",
+        spool_dir=root / "spool",
+        max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
     )
     parent = tracker.parent_run(name, params=flat_params(cfg))
-    return Tracked(study, tracker, parent, datamodule, was_new)
+    flush = float(cfg.tracking.get("flush_timeout", 60))
+    return Tracked(
+        study, tracker, parent, datamodule, was_new, StorageGuard.from_config(cfg), flush, population
+    )
 
 
 def storage_label(cfg: DictConfig) -> str:
     """Where the study lives, fit to print: a URL's password is masked."""
-    return mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory"))
+    return mask_secrets(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory"))
 
 
 def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: object) -> None:
@@ -102,32 +114,24 @@ def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: ob
         )
 
 
-def _results(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that trained to a result (a configuration error fails every trial alike)."""
-    return study.get_trials(
-        deepcopy=False, states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    )
-
-
 def undo_if_fruitless(opened: Tracked) -> bool:
-    """Removes a study this run created when no trial trained to a result; whether it did."""
-    if not opened.was_new or _results(opened.study):
+    """Removes a study this run created when no trial trained to a result; whether it did.
+
+    A configuration error fails every trial alike, so a new study with none complete or
+    pruned is removed, its MLflow runs with it.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if not opened.was_new or opened.study.get_trials(deepcopy=False, states=states):
         return False
-    undo(opened.study, opened.tracker, opened.parent)
+    opened.tracker.discard(opened.parent)
+    optuna.delete_study(study_name=opened.study.study_name, storage=opened.study._storage)
     return True
 
 
-def undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
-    """Removes a study that a configuration error stopped before any trial finished."""
-    tracker.close()
-    tracker.client.delete_run(parent)
-    for run in tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
-    ):
-        tracker.client.delete_run(run.info.run_id)
-    if not tracker.client.search_runs([tracker.experiment_id]):
-        tracker.client.delete_experiment(tracker.experiment_id)
-    optuna.delete_study(study_name=study.study_name, storage=study._storage)
+def warn_unlogged(problems: list[str]) -> None:
+    """Says which MLflow writes could not be sent (they stay in the spool)."""
+    for line in problems:
+        print(f"warning: not logged in MLflow: {line}", file=sys.stderr)
 
 
 def finish(
@@ -137,8 +141,11 @@ def finish(
     tracker: Tracker,
     parent: str,
     stopped: str | None,
+    *,
+    flush: float,
 ) -> Path | None:
     """Writes the summary to the parent run, then the plots and report; returns the report."""
+    log_choice_bests(tracker, parent, study, specs)
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
@@ -151,13 +158,11 @@ def finish(
         for key in ("test_acc", "test_loss"):
             if key in best[0].user_attrs:
                 summary[f"best_{key}"] = float(best[0].user_attrs[key])
-        best_yaml = config_yaml(apply(cfg, specs, best[0].params))
+        best_yaml = masked_yaml(apply(cfg, specs, best[0].params))
     if stopped:
         summary["stopped"] = stopped
     tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
-    errors = tracker.close()
-    if errors:
-        print(f"warning: {len(errors)} MLflow writes failed; first: {errors[0]}")
+    warn_unlogged(tracker.close(timeout=flush))
     if not (cfg.get("report") and cfg.report.enabled):
         return None
     from tuner.report.build import write_report

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
+from tuner.families import family_section, known_path, switch_families
 
 _KINDS = ("float", "int", "categorical")
 
@@ -73,7 +74,8 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
         kind = str(raw.get("type", "float"))
         if kind not in _KINDS:
             raise UserError(f"{key}.type", kind, f"use one of {', '.join(_KINDS)}")
-        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING:
+        # A key of another optimizer or schedule family may be absent from the base config.
+        if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING and not known_path(path):
             raise UserError(f"{key}.path", path, "name an existing config key, e.g. optimizer.lr")
         when = {str(k): _as_tuple(v) for k, v in dict(raw.get("when") or {}).items()}
         if kind == "categorical":
@@ -83,6 +85,7 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
             specs.append(ParamSpec(name, path, kind, choices=choices, when=when))
             continue
         specs.append(_numeric_spec(name, path, kind, raw, key, when))
+    specs = _parents_by_name(specs)
     _check_parents(specs, cfg)
     return specs
 
@@ -118,6 +121,18 @@ def _numeric_spec(
     return ParamSpec(name, path, kind, low, high, log, step, when=when)
 
 
+def _parents_by_name(specs: list[ParamSpec]) -> list[ParamSpec]:
+    """Specs whose ``when`` names a config key another parameter samples, naming that parameter.
+
+    ``when: {optimizer.name: sgd}`` must follow the drawn optimizer, not the configured one.
+    """
+    by_path = {s.path: s.name for s in specs}
+    return [
+        replace(spec, when={by_path.get(parent, parent): allowed for parent, allowed in spec.when.items()})
+        for spec in specs
+    ]
+
+
 def _check_parents(specs: list[ParamSpec], cfg: DictConfig) -> None:
     names = {s.name for s in specs}
     for spec in specs:
@@ -131,7 +146,7 @@ def _check_parents(specs: list[ParamSpec], cfg: DictConfig) -> None:
                 )
 
 
-def _active(spec: ParamSpec, values: Mapping[str, Any], cfg: DictConfig) -> bool:
+def active(spec: ParamSpec, values: Mapping[str, Any], cfg: DictConfig) -> bool:
     for parent, allowed in spec.when.items():
         current = values[parent] if parent in values else OmegaConf.select(cfg, parent)
         if current not in allowed:
@@ -142,8 +157,8 @@ def _active(spec: ParamSpec, values: Mapping[str, Any], cfg: DictConfig) -> bool
 def suggest(trial: optuna.Trial, specs: Sequence[ParamSpec], cfg: DictConfig) -> dict[str, Any]:
     """Samples every active parameter, parents before children; returns name -> value."""
     values: dict[str, Any] = {}
-    for spec in _ordered(specs):
-        if not _active(spec, values, cfg):
+    for spec in ordered(specs):
+        if not active(spec, values, cfg):
             continue
         if spec.kind == "categorical":
             values[spec.name] = trial.suggest_categorical(spec.name, list(spec.choices))
@@ -158,7 +173,7 @@ def suggest(trial: optuna.Trial, specs: Sequence[ParamSpec], cfg: DictConfig) ->
     return values
 
 
-def _ordered(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
+def ordered(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
     """Specs with every parent before its children (declaration order otherwise)."""
     by_name = {s.name: s for s in specs}
     ordered: list[ParamSpec] = []
@@ -181,9 +196,19 @@ def _ordered(specs: Sequence[ParamSpec]) -> list[ParamSpec]:
 
 
 def apply(cfg: DictConfig, specs: Sequence[ParamSpec], values: Mapping[str, Any]) -> DictConfig:
-    """A copy of ``cfg`` with each sampled value written to its parameter's path."""
+    """A copy of ``cfg`` with each sampled value written to its parameter's path.
+
+    A sampled optimizer or schedule family other than the base config's first gets its
+    own keys (see :mod:`tuner.families`).
+    """
     trial_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     assert isinstance(trial_cfg, DictConfig)
+    families = {
+        section: values[spec.name]
+        for spec in specs
+        if (section := family_section(spec.path)) is not None and spec.name in values
+    }
+    switch_families(cfg, trial_cfg, families)
     for spec in specs:
         if spec.name in values:
             OmegaConf.update(trial_cfg, spec.path, values[spec.name], merge=False)

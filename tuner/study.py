@@ -144,16 +144,6 @@ def mask_password(url: str) -> str:
         return url
 
 
-def config_yaml(cfg: DictConfig) -> str:
-    """The config as YAML for people and MLflow: a storage URL's password is masked."""
-    shown = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(shown, dict)
-    storage = shown.get("storage")
-    if isinstance(storage, dict) and storage.get("url"):
-        storage["url"] = mask_password(str(storage["url"]))
-    return OmegaConf.to_yaml(OmegaConf.create(shown))
-
-
 def fingerprint(cfg: DictConfig) -> str:
     """A hash of what makes trials comparable: task, model, search space, metric.
 

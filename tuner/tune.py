@@ -12,17 +12,31 @@ import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
+from rich.table import Table
 
 from tuner import ddp, stopping
+from tuner.arms import arm_names, comparison_table, run_arms
+from tuner.breakdown import choice_tables
 from tuner.config import check_trial
-from tuner.coordination import claim_slot, give_up_surplus, heartbeat, heartbeat_enabled, reap_stale, requeue
-from tuner.errors import UserError
+from tuner.coordination import (
+    TrialLost,
+    claim_slot,
+    give_up_surplus,
+    heartbeat,
+    heartbeat_enabled,
+    reap_stale,
+    requeue,
+)
+from tuner.errors import StudyStopped, UserError
+from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
-from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless
+from tuner.resilience import StorageGuard, failure_summary
+from tuner.secrets import masked_yaml
+from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
-from tuner.study import build_sampler, config_yaml, count_finished, count_started
+from tuner.study import build_sampler, count_finished, count_started
 from tuner.tracking import Tracker, TrialRun
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -42,6 +56,8 @@ class StudyResult:
     parent_run_id: str
     stopped_because: str | None = None
     report: Path | None = None
+    #: Why faults stopped the study (trial failures in a row), for the person to act on.
+    fault: str | None = None
 
 
 def tune(
@@ -63,14 +79,21 @@ def tune(
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     opened = open_tracked(cfg, specs)
-    study, tracker, parent = opened.study, opened.tracker, opened.parent
+    study, tracker, parent, guard = opened.study, opened.tracker, opened.parent, opened.guard
+    size, step_population = opened.population
     _reseed(cfg, specs, study, worker=worker is not None)
     total = int(cfg.study.n_trials)
     progress.start(
         study=study.study_name, total=total, done=count_finished(study), storage=storage_label(cfg)
     )
     started = time.monotonic()
-    failures, stopped, waiting = 0, None, False
+    failures, stopped, fault, waiting = 0, None, None, False
+    limit_key = (
+        "study.stop_on_failure=true"
+        if cfg.study.get("stop_on_failure")
+        else f"study.max_consecutive_failures={cfg.study.max_consecutive_failures}"
+    )
+    limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
     poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
     grace = cfg.storage.get("grace_period")
     try:
@@ -79,13 +102,17 @@ def tune(
             while True:
                 if stopping.requested():
                     raise KeyboardInterrupt(stopping.requested())
-                reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace))
-                if count_finished(study) >= total:
+                guard(
+                    "checking for lost trials",
+                    lambda: reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace)),
+                )
+                if guard("counting trials", lambda: count_finished(study)) >= total:
                     break
                 if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                     stopped = f"study.timeout={cfg.study.timeout} s reached"
                     break
-                if count_started(study) >= total:
+                begun = guard("counting trials", lambda: count_started(study))
+                if begun >= total:
                     # The last trials run elsewhere; wait in case one is lost and re-queued.
                     if not heartbeat_enabled(study._storage):
                         stopped = "trials marked RUNNING by another process; no heartbeat tells if it lives"
@@ -98,31 +125,65 @@ def tune(
                     time.sleep(poll)
                     continue
                 waiting = False
-                outcome = _one_trial(cfg, specs, study, opened.datamodule, tracker, parent, progress, worker)
-                if outcome is None:
+                if step_population is not None and size > 1 and total - begun > 1:
+                    outcomes = step_population(
+                        cfg,
+                        specs,
+                        study,
+                        opened.datamodule,
+                        tracker,
+                        parent,
+                        progress,
+                        size=min(size, total - begun),
+                    )
+                else:
+                    outcome = _one_trial(
+                        cfg, specs, study, opened.datamodule, tracker, parent, progress, guard, worker
+                    )
+                    outcomes = [] if outcome is None else [outcome]
+                if not outcomes:
                     time.sleep(poll)  # another worker took the slot; look again
                     continue
-                failures = failures + 1 if outcome.state == "FAIL" else 0
-                if failures >= int(cfg.study.max_consecutive_failures):
-                    stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcome.reason}"
+                for outcome in outcomes:
+                    failures = failures + 1 if outcome.state == "FAIL" else 0
+                if failures >= limit:
+                    stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
+                    fault = failure_summary(study, failures=failures, limit_key=limit_key)
                     break
+        if worker is None:  # the launcher trains the arms once its workers are done
+            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
     except UserError:
         if worker is not None or not undo_if_fruitless(opened):
-            tracker.close()
+            warn_unlogged(tracker.close(timeout=opened.flush))
+        raise
+    except StudyStopped as exc:
+        tracker.set_tags(parent, {"tuner.stopped": str(exc)})
+        if worker is None:
+            tracker.end_run(parent, "FAILED")
+        warn_unlogged(tracker.close(timeout=opened.flush))
         raise
     except KeyboardInterrupt:
-        tracker.client.set_tag(parent, "tuner.interrupted", "true")
+        tracker.set_tags(parent, {"tuner.interrupted": "true"})
         if worker is None:
-            tracker.client.set_terminated(parent, "KILLED")
-        tracker.close()
+            tracker.end_run(parent, "KILLED")
+        warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         raise
-    complete = count_finished(study) >= total and count_started(study) <= total
     report = None
+    complete = count_finished(study) >= total and count_started(study) <= total
     if worker is None or (finish_study and complete):
-        report = finish(cfg, specs, study, tracker, parent, stopped)
+        report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
     else:
-        tracker.close()
-    return StudyResult(study, tracker.uri, parent, stopped, report)
+        warn_unlogged(tracker.close(timeout=opened.flush))
+    return StudyResult(study, tracker.uri, parent, stopped, report, fault)
+
+
+def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
+    """Tables printed after the best trials: the best per family (per categorical
+    parameter), and the best tuned trial against the LR-free arms."""
+    tables = choice_tables(study, specs, metric=str(cfg.study.metric))
+    if arm_names(cfg):
+        tables.append(comparison_table(cfg, specs, study))
+    return tables
 
 
 def _reseed(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study, *, worker: bool) -> None:
@@ -154,35 +215,25 @@ def _one_trial(
     tracker: Tracker,
     parent: str,
     progress: StudyProgress,
+    guard: StorageGuard,
     worker: dict[str, Any] | None,
 ) -> Outcome | None:
-    trial = study.ask()
+    trial = guard("asking for a trial", study.ask)
     run: TrialRun | None = None
     try:
         with heartbeat(study, trial._trial_id):
-            if not claim_slot(study, trial.number, int(cfg.study.n_trials)):
-                give_up_surplus(study, trial)
+            if is_surplus(cfg, study, trial):
                 return None
             if worker is not None:
-                trial.set_user_attr("worker", worker)
+                guard("saving the trial's worker", lambda: trial.set_user_attr("worker", worker))
             if trial.user_attrs.get("reason"):
                 trial.set_user_attr("reason", None)  # inherited from the failed try it repeats
             if stopping.requested():
                 raise KeyboardInterrupt(stopping.requested())
-            values = suggest(trial, specs, cfg)
-            trial_cfg = apply(cfg, specs, values)
-            check_trial(trial_cfg)
-            run = tracker.start_trial(
-                parent,
-                study_name=str(cfg.study.name),
-                number=trial.number,
-                params=values,
-                config_yaml=config_yaml(trial_cfg),
-            )
-            trial.set_user_attr("mlflow_run_id", run.run_id)
-            progress.trial_started(trial.number, values)
+            trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
             with ddp.ranks(trial_cfg):
                 outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
+            record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
     except KeyboardInterrupt as stop:
         # An interrupt is no result: the trial goes back to the queue for the next run.
         if _fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
@@ -195,26 +246,112 @@ def _one_trial(
         if run is not None:
             run.end("FAIL", value=None, reason="configuration error")
         raise
-    assert run is not None
-    try:
-        _record(study, trial, outcome)
-    except (UpdateFinishedTrialError, ValueError):
-        if not _ended_elsewhere(study, trial):
-            raise
-        # Another worker declared this trial lost (its heartbeat came too late) and
-        # re-queued it; that worker also ended the MLflow run.
+    except TrialLost:
+        # Another worker declared this trial lost (its heartbeat came too late), re-queued
+        # it and ended its MLflow run; this result is dropped.
         print(f"warning: trial {trial.number} was taken over after a missed heartbeat; result dropped")
         return None
+    return outcome
+
+
+def is_surplus(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial) -> bool:
+    """True (and the trial told FAIL) if the study's other trials already fill its total."""
+    if claim_slot(study, trial.number, int(cfg.study.n_trials)):
+        return False
+    give_up_surplus(study, trial)
+    return True
+
+
+def start_trial(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    trial: optuna.Trial,
+    tracker: Tracker,
+    parent: str,
+    progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
+) -> tuple[DictConfig, TrialRun]:
+    """Samples a trial's config, checks it, and opens its nested MLflow run."""
+    guard = guard or StorageGuard()
+    values = guard("sampling a trial", lambda: suggest(trial, specs, cfg))
+    trial_cfg = apply(cfg, specs, values)
+    check_trial(trial_cfg)
+    run = tracker.start_trial(
+        parent,
+        study_name=str(cfg.study.name),
+        number=trial.number,
+        params=values,
+        config_yaml=masked_yaml(trial_cfg),
+    )
+    run_id = run.mlflow_id  # None while MLflow is away: saved with the result if known by then
+    if run_id is not None:
+        guard("saving the trial's run id", lambda: trial.set_user_attr("mlflow_run_id", run_id))
+    progress.trial_started(trial.number, values)
+    return trial_cfg, run
+
+
+def record_outcome(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    trial_cfg: DictConfig,
+    run: TrialRun,
+    outcome: Outcome,
+    progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
+) -> None:
+    """Tells Optuna how a trial ended and ends its MLflow run with the same state.
+
+    Raises:
+        TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
+    """
+    guard = guard or StorageGuard()
+    run.log_lr_curve(
+        planned=planned_lrs(trial_cfg),
+        title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
+    )
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
+    try:
+        guard("saving a trial's result", lambda: _save(study, trial, outcome, run.mlflow_id))
+    except StudyStopped:
+        run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
+        raise
     run.end(
         outcome.state,
         value=outcome.value,
         reason=outcome.reason,
         extra={"steps": outcome.steps, **outcome.metrics},
     )
-    progress.trial_finished(trial.number, outcome, study)
-    return outcome
+    guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
+
+
+def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: str | None) -> None:
+    """Stores a trial's result; safe to repeat after a storage error."""
+    stored = study._storage.get_trial(trial._trial_id).state
+    if stored.is_finished():
+        if stored == _STATES[outcome.state]:
+            return  # an earlier attempt was stored, only its answer was lost
+        raise TrialLost(trial.number)
+    attrs: dict[str, Any] = {"steps": outcome.steps, **outcome.metrics}
+    if outcome.world_size > 1:
+        attrs["world_size"] = outcome.world_size
+    if outcome.reason:
+        attrs["reason"] = outcome.reason
+    if run_id is not None:
+        attrs["mlflow_run_id"] = run_id
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if outcome.state == "COMPLETE":
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=_STATES[outcome.state])
+    except (UpdateFinishedTrialError, ValueError):
+        if not _ended_elsewhere(study, trial):
+            raise
+        raise TrialLost(trial.number) from None
 
 
 def _fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) -> bool:
@@ -232,17 +369,3 @@ def _fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) -
 def _ended_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
     """Whether another process ended this trial (it was declared lost)."""
     return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING
-
-
-def _record(study: optuna.Study, trial: optuna.Trial, outcome: Outcome) -> None:
-    trial.set_user_attr("steps", outcome.steps)
-    if outcome.world_size > 1:
-        trial.set_user_attr("world_size", outcome.world_size)
-    for key, value in outcome.metrics.items():
-        trial.set_user_attr(key, value)
-    if outcome.reason:
-        trial.set_user_attr("reason", outcome.reason)
-    if outcome.state == "COMPLETE":
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=_STATES[outcome.state])

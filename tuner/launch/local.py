@@ -12,11 +12,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tuner.arms import run_arms
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.worker import error_path, make_payload
-from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless
+from tuner.progress import StudyProgress
+from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.space import ParamSpec
 from tuner.study import count_finished
 from tuner.tune import StudyResult
@@ -71,9 +73,9 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         except KeyboardInterrupt:
             _stop(procs)
             monitor.poll()
-            tracker.client.set_tag(parent, "tuner.interrupted", "true")
-            tracker.client.set_terminated(parent, "KILLED")
-            tracker.close()
+            tracker.set_tags(parent, {"tuner.interrupted": "true"})
+            tracker.end_run(parent, "KILLED")
+            warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
             raise
         monitor.poll()
         stopped = _check_exits(opened, procs, folder)
@@ -81,7 +83,10 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             # A worker died, yet the others ran its re-queued trial: the study is whole.
             print(f"note: {stopped}; its trial was re-queued and the study completed")
             stopped = None
-    report = finish(cfg, specs, study, tracker, parent, stopped)
+    if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
+        with StudyProgress(live=False, quiet=quiet) as progress:
+            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+    report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
     return StudyResult(study, tracker.uri, parent, stopped, report)
 
 
@@ -155,7 +160,7 @@ def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: 
     found = [json.loads(p.read_text()) for p in errors if p.exists()]
     if found and all(proc.returncode == 2 for proc in procs):
         if not undo_if_fruitless(opened):
-            opened.tracker.close()
+            warn_unlogged(opened.tracker.close(timeout=opened.flush))
         raise UserError(found[0]["key"], found[0]["value"], found[0]["fix"])
     bad = [(i, proc.returncode) for i, proc in enumerate(procs) if proc.returncode != 0]
     if not bad:

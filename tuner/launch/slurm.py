@@ -18,7 +18,7 @@ from tuner.build import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.worker import make_payload, slurm_worker
-from tuner.session import finish, open_tracked, storage_label, undo
+from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.space import ParamSpec
 from tuner.study import count_finished
 from tuner.tune import StudyResult
@@ -114,10 +114,8 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         try:
             jobs = _submit(cfg, folder)
         except UserError:
-            if opened.was_new:
-                undo(study, tracker, parent)
-            else:
-                tracker.close()
+            if not undo_if_fruitless(opened):
+                warn_unlogged(tracker.close(timeout=opened.flush))
             raise
         array = str(jobs[0].job_id).split("_")[0]
         print(f"submitted {len(jobs)} worker jobs to SLURM (array job {array}); logs in {folder}")
@@ -127,7 +125,7 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         print("  the same command with launcher.submit=false launcher.wait=true (progress, then the table)")
         print(f"  mlflow ui --backend-store-uri {tracker.uri}")
     if not cfg.launcher.wait:
-        tracker.close()
+        warn_unlogged(tracker.close(timeout=opened.flush))
         return None
     monitor = StudyMonitor(
         study, total=total, tracker=tracker, grace=cfg.storage.get("grace_period"), quiet=quiet
@@ -147,8 +145,8 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             time.sleep(float(cfg.launcher.poll_interval))
     except KeyboardInterrupt:
         print("stopped following; the jobs keep running (scancel stops them)", file=sys.stderr)
-        tracker.close()
+        warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         return StudyResult(study, tracker.uri, parent, "stopped following (Ctrl-C)")
     monitor.poll()
-    report = finish(cfg, specs, study, tracker, parent, stopped)
+    report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
     return StudyResult(study, tracker.uri, parent, stopped, report)

@@ -1,0 +1,119 @@
+"""Plots of the learning rate: ``mode=schedule`` and each trial's ``lr_curve.png``.
+
+Figures are drawn with matplotlib's object API on the Agg canvas, never pyplot, so they
+can be drawn on the tracker's background thread while the next trial trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tuner.build import plain
+from tuner.schedules import lr_curve, warmup_length
+
+
+def planned_lrs(cfg: DictConfig) -> Callable[[], list[float]]:
+    """The closed-form LR of every step of a config's run (``optimizer.lr`` times the schedule).
+
+    Returned as a function so the tracker's thread, not the study loop, computes it.
+    For plateau it is the warmup then the peak: reductions depend on the metric.
+    """
+    peak, schedule, total = float(cfg.optimizer.lr), plain(cfg.schedule), int(cfg.trainer.max_steps)
+    return lambda: [peak * m for m in lr_curve(schedule, total)]
+
+
+def plot_lr(
+    path: Path,
+    *,
+    title: str,
+    planned: Sequence[float] | None = None,
+    steps: Sequence[int] = (),
+    lrs: Sequence[float] = (),
+    warmup: int = 0,
+) -> Path:
+    """Draws an LR curve to a PNG.
+
+    Args:
+        path: The PNG to write.
+        title: Figure title.
+        planned: Closed-form LR at steps ``0..len-1`` (dashed), or None.
+        steps: Steps a run took.
+        lrs: The LR it recorded at each of them (solid).
+        warmup: Steps of warmup, marked by a dotted line when > 0.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 3.6), dpi=100)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    if planned is not None:
+        style = "--" if steps else "-"
+        axes.plot(
+            range(len(planned)), planned, style, color="tab:gray", lw=1.2, label="planned (closed form)"
+        )
+    if steps:
+        axes.plot(steps, lrs, color="tab:blue", lw=1.6, label=f"recorded ({len(steps)} steps)")
+    if warmup > 0:
+        axes.axvline(warmup, color="tab:orange", ls=":", lw=1, label=f"end of warmup ({warmup})")
+    axes.set_xlabel("optimizer step")
+    axes.set_ylabel("learning rate")
+    axes.set_title(title, fontsize=8)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8, loc="best")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def draw_schedule(cfg: DictConfig) -> tuple[Path, Path]:
+    """``mode=schedule``: the configured schedule's LR over ``trainer.max_steps``, as PNG and CSV.
+
+    The CSV holds the plotted values (``step,multiplier,lr``) so the curve can be checked
+    or reused without reading pixels. Both go to ``paths.study_dir``.
+
+    Returns:
+        The PNG and CSV paths.
+    """
+    schedule, total, peak = plain(cfg.schedule), int(cfg.trainer.max_steps), float(cfg.optimizer.lr)
+    multipliers = lr_curve(schedule, total)
+    lrs = [peak * m for m in multipliers]
+    folder = Path(str(cfg.paths.study_dir))
+    folder.mkdir(parents=True, exist_ok=True)
+    csv_path = folder / "lr_schedule.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["step", "multiplier", "lr"])
+        # repr keeps every digit, so the values read back equal the closed form exactly.
+        writer.writerows(
+            [step, repr(m), repr(lr)] for step, (m, lr) in enumerate(zip(multipliers, lrs, strict=True))
+        )
+    warmup = warmup_length(schedule, total)
+    shown = {k: v for k, v in schedule.items() if k != "name" and v is not None}
+    settings = textwrap.fill(", ".join(f"{k}={v}" for k, v in shown.items()), width=90)
+    title = f"{schedule['name']}, peak lr {peak:g}, {total} steps\n{settings}"
+    png_path = plot_lr(folder / "lr_schedule.png", title=title, planned=lrs, warmup=warmup)
+    return png_path, csv_path
+
+
+def print_schedule(cfg: DictConfig, png: Path, csv_path: Path) -> None:
+    """Says where the plot is and the LR at the key steps."""
+    schedule, total = plain(cfg.schedule), int(cfg.trainer.max_steps)
+    lrs = planned_lrs(cfg)()
+    warmup = warmup_length(schedule, total)
+    keys = {"start": 0, "end of warmup": max(warmup - 1, 0), "middle": total // 2, "last step": total - 1}
+    print(f"schedule {schedule['name']} over {total} steps (optimizer.lr={cfg.optimizer.lr}):")
+    for label, step in keys.items():
+        print(f"  {label:>13} (step {step}): lr {lrs[step]:.6g}")
+    if schedule["name"] == "plateau":
+        print(
+            "  plateau: reductions depend on the validation metric; the curve shows the warmup then the peak"
+        )
+    print(f"plot:   {png}")
+    print(f"values: {csv_path}")
