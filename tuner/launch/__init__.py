@@ -35,6 +35,12 @@ def check(cfg: DictConfig) -> None:
             "memory",
             f"launcher={name} needs a storage its workers share: storage=journal or storage=postgres",
         )
+    if cfg.study.get("population", 1) != 1:
+        raise UserError(
+            "study.population",
+            cfg.study.population,
+            f"population trials train together in one process: use launcher=none (not {name})",
+        )
     workers = cfg.launcher.get("workers")
     if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
         raise UserError("launcher.workers", workers, "give a whole number of workers, 1 or more")
