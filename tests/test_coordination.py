@@ -1,4 +1,4 @@
-"""The rules that keep a shared study exact, under every interleaving of its workers."""
+"""The rules that keep a shared study exact, under any interleaving of its workers."""
 
 from __future__ import annotations
 
