@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,3 +64,27 @@ def run_subprocess(
         text=True,
         timeout=timeout,
     )
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A real PostgreSQL server for the session (tests/services.py); its URL has a password."""
+    from tests.services import postgres_available, postgres_server
+
+    reason = postgres_available()
+    if reason:
+        pytest.skip(reason)
+    with postgres_server() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def slurm_env() -> Iterator[dict[str, str]]:
+    """A real one-node SLURM cluster for the session; the environment its clients need."""
+    from tests.services import slurm_available, slurm_cluster
+
+    reason = slurm_available()
+    if reason:
+        pytest.skip(reason)
+    with slurm_cluster() as env:
+        yield env

@@ -116,11 +116,19 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
 
     specs = validate(cfg)
     if cfg.mode == "tune":
+        from tuner.launch import check, launch
         from tuner.progress import StudyProgress, best_table, print_table
         from tuner.tune import study_tables, tune
 
-        with StudyProgress(quiet=quiet) as progress:
-            result = tune(cfg, specs, progress=progress)
+        check(cfg)
+        if cfg.launcher.name == "none":
+            with StudyProgress(quiet=quiet) as progress:
+                result = tune(cfg, specs, progress=progress)
+        else:
+            launched = launch(cfg, specs, quiet=quiet)
+            if launched is None:
+                return 0
+            result = launched
         print_table(best_table(result.study, top=int(cfg.study.show_top), metric=str(cfg.study.metric)))
         for table in study_tables(cfg, specs, result.study):
             print_table(table)
@@ -153,7 +161,7 @@ def _report(cfg: DictConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.report.build import load_for_report, write_report
-    from tuner.tune import tracking_uri
+    from tuner.session import tracking_uri
 
     study = load_for_report(cfg)
     report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))

@@ -11,9 +11,11 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
+from tuner import ddp
 from tuner.build import build_model, plain
 from tuner.errors import UserError
 from tuner.schedules import warmup_length
+from tuner.stopping import StopOnRequest
 from tuner.tracking import TrialRun
 from tuner.training import DivergenceGuard, PruningCallback, StepTrace, TrialModule
 from tuner.training.module import StepChunks
@@ -30,6 +32,7 @@ class Outcome:
         steps: Optimizer steps it took.
         metrics: Final test-split metrics (complete trials only).
         error: Formatted traceback of a failure.
+        world_size: Processes the trial trained on (DDP ranks).
     """
 
     state: str
@@ -38,6 +41,7 @@ class Outcome:
     steps: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    world_size: int = 1
 
 
 def steps_per_call(cfg: DictConfig) -> int:
@@ -53,12 +57,13 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     clipping is the module's (optimization is manual).
     """
     t = cfg.trainer
+    multi = ddp.world_size(cfg) > 1
     return pl.Trainer(
         max_steps=int(t.max_steps),
         max_epochs=-1,
         accelerator=str(t.accelerator),
         devices=t.devices,
-        strategy=t.strategy,
+        strategy=ddp.strategy(cfg) if multi else t.strategy,
         precision=t.precision,
         val_check_interval=int(t.val_check_interval) // steps_per_call(cfg),
         check_val_every_n_epoch=None,
@@ -104,7 +109,8 @@ def run_trial(
     module = TrialModule(
         net, optimizer=optimizer, schedule=schedule, total_steps=total, gradient_clip_val=clip
     )
-    trainer = make_trainer(cfg, [trace, reporter])
+    stopper = StopOnRequest()
+    trainer = make_trainer(cfg, [trace, reporter, stopper])
     try:
         trainer.fit(
             module,
@@ -116,15 +122,28 @@ def run_trial(
     except Exception as exc:
         return _failed(exc, reporter.last_value, trainer.global_step)
     steps = trainer.global_step
+    world = trainer.world_size
+    if stopper.stopped:
+        raise KeyboardInterrupt(f"stopped at step {steps}")
     if trace.diverged:
-        return Outcome("PRUNED", reporter.last_value, f"diverged at step {steps}: {trace.diverged}", steps)
+        return Outcome(
+            "PRUNED",
+            reporter.last_value,
+            f"diverged at step {steps}: {trace.diverged}",
+            steps,
+            world_size=world,
+        )
     if reporter.pruned_at is not None:
         return Outcome(
-            "PRUNED", reporter.last_value, f"pruned at step {reporter.pruned_at} by the pruner", steps
+            "PRUNED",
+            reporter.last_value,
+            f"pruned at step {reporter.pruned_at} by the pruner",
+            steps,
+            world_size=world,
         )
     value = reporter.last_value
     if value is None or not math.isfinite(value):
-        return Outcome("FAIL", value, "no finite validation value", steps)
+        return Outcome("FAIL", value, "no finite validation value", steps, world_size=world)
     datamodule.setup("test")
     try:
         results = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
@@ -133,7 +152,7 @@ def run_trial(
     except Exception as exc:
         return _failed(exc, value, steps)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    return Outcome("COMPLETE", value, None, steps, metrics)
+    return Outcome("COMPLETE", value, None, steps, metrics, world_size=world)
 
 
 def _failed(exc: Exception, value: float | None, steps: int) -> Outcome:

@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.coordination import SURPLUS_ATTR, JournalHeartbeatStorage, retried_numbers
 from tuner.errors import UserError
 from tuner.space import ParamSpec, grid
 
@@ -91,18 +92,21 @@ def build_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
         from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
 
         # The open-lock works on every file system, NFS included.
-        return JournalStorage(JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path))))
+        backend_file = JournalFileBackend(str(path), lock_obj=JournalFileOpenLock(str(path)))
+        beats = _heartbeat_kwargs(cfg)
+        if not beats:
+            return JournalStorage(backend_file)
+        return JournalHeartbeatStorage(
+            backend_file,
+            heartbeat_interval=beats["heartbeat_interval"],
+            grace_period=beats["grace_period"],
+            stale_callback=beats["heartbeat_stale_trial_callback"],
+        )
     if backend == "rdb":
         url = str(cfg.storage.url)
         if url.startswith("sqlite:///"):
             Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        kwargs: dict[str, Any] = {}
-        if cfg.storage.get("heartbeat_interval"):
-            kwargs["heartbeat_interval"] = int(cfg.storage.heartbeat_interval)
-            kwargs["grace_period"] = int(cfg.storage.get("grace_period") or 3 * kwargs["heartbeat_interval"])
-            kwargs["failed_trial_callback"] = optuna.storages.RetryFailedTrialCallback(
-                max_retry=int(cfg.storage.get("max_retry", 1))
-            )
+        kwargs = _heartbeat_kwargs(cfg)
         try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=dict(cfg.storage.get("engine_kwargs") or {}), **kwargs
@@ -114,6 +118,20 @@ def build_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
                 f"cannot open the storage ({type(exc).__name__}); check the URL and that the server is up",
             ) from None
     raise UserError("storage.backend", backend, f"use one of {', '.join(STORAGES)}")
+
+
+def _heartbeat_kwargs(cfg: DictConfig) -> dict[str, Any]:
+    """Heartbeat settings: a dead worker's trial is failed and re-queued after the grace period."""
+    if not cfg.storage.get("heartbeat_interval"):
+        return {}
+    interval = int(cfg.storage.heartbeat_interval)
+    return {
+        "heartbeat_interval": interval,
+        "grace_period": int(cfg.storage.get("grace_period") or 3 * interval),
+        "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
+            max_retry=int(cfg.storage.get("max_retry", 1))
+        ),
+    }
 
 
 def mask_password(url: str) -> str:
@@ -182,9 +200,13 @@ def open_study(cfg: DictConfig, specs: Sequence[ParamSpec], *, name: str) -> opt
 
 def count_finished(study: optuna.Study) -> int:
     """Trials that count toward ``study.n_trials``: ended, and not since retried."""
-    trials = study.get_trials(deepcopy=False, states=_FINISHED)
-    retried = {t.system_attrs.get("failed_trial") for t in study.get_trials(deepcopy=False)}
-    return sum(1 for t in trials if t.number not in retried and not t.system_attrs.get("tuner.surplus"))
+    trials = study.get_trials(deepcopy=False)
+    retried = retried_numbers(trials)
+    return sum(
+        1
+        for t in trials
+        if t.state in _FINISHED and t.number not in retried and not t.system_attrs.get(SURPLUS_ATTR)
+    )
 
 
 def count_started(study: optuna.Study) -> int:

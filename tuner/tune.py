@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,23 +10,34 @@ from typing import Any
 
 import optuna
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from optuna.exceptions import UpdateFinishedTrialError
 from rich.table import Table
 
+from tuner import ddp, stopping
 from tuner.arms import arm_names, comparison_table, run_arms
-from tuner.breakdown import choice_tables, log_choice_bests
-from tuner.build import build_datamodule, build_model, plain
+from tuner.breakdown import choice_tables
 from tuner.config import check_trial
+from tuner.coordination import (
+    TrialLost,
+    claim_slot,
+    give_up_surplus,
+    heartbeat,
+    heartbeat_enabled,
+    reap_stale,
+    requeue,
+)
 from tuner.errors import StudyStopped, UserError
 from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
-from tuner.preflight import check_population, check_services
 from tuner.progress import StudyProgress
 from tuner.resilience import StorageGuard, failure_summary
 from tuner.secrets import masked_yaml
+from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
+from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
-from tuner.study import best_trials, count_finished, count_started, mask_password, open_study
-from tuner.tracking import Tracker, TrialRun, local_uri
+from tuner.study import build_sampler, count_finished, count_started
+from tuner.tracking import Tracker, TrialRun
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 _STATES = {
@@ -49,116 +60,121 @@ class StudyResult:
     fault: str | None = None
 
 
-def tracking_uri(cfg: DictConfig) -> str:
-    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
-    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
+def tune(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    *,
+    progress: StudyProgress,
+    worker: dict[str, Any] | None = None,
+    finish_study: bool = True,
+) -> StudyResult:
+    """Runs the study to its total (``study.n_trials``), resuming it if it exists.
 
-
-def _flat(cfg: DictConfig) -> dict[str, Any]:
-    """The fixed config as flat ``group.key`` params for the parent run."""
-    out: dict[str, Any] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for k, v in node.items():
-                walk(v, f"{prefix}.{k}" if prefix else str(k))
-        else:
-            out[prefix] = node
-
-    container = plain(cfg)
-    for group in ("data", "model", "optimizer", "schedule", "trainer", "sampler", "pruner", "study"):
-        walk(container[group], group)
-    out["seed"] = cfg.seed
-    return out
-
-
-def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) -> StudyResult:
-    """Runs the study to its total (``study.n_trials``), resuming it if it exists."""
+    Several processes may run this loop on one shared study (``worker`` says who this
+    one is): each asks for a trial when it is free, claims one of the slots left, and at
+    the end waits while other workers hold the last trials, in case one of them dies
+    and its trial comes back to the queue. A worker ends the MLflow parent run only if
+    ``finish_study`` and the study is complete; the launcher does it otherwise.
+    """
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
-    name = str(cfg.study.name)
-    check_services(cfg)
-    datamodule = build_datamodule(cfg)
-    # A model that cannot be built, or too large a population, fails before any study exists.
-    check_population(cfg, build_model(cfg, datamodule))
-    size, step_population = 1, None
-    if cfg.study.get("population", 1) != 1:
-        # K trials in one fit (study.population); that module imports this one.
-        from tuner.population import population_size, population_step
-
-        size, step_population = population_size(cfg, specs, datamodule), population_step
-    study = open_study(cfg, specs, name=name)
-    was_new = len(study.get_trials(deepcopy=False)) == 0
-    uri = tracking_uri(cfg)
-    root = Path(str(cfg.paths.root))
-    tracker = Tracker(
-        uri,
-        experiment=name,
-        artifact_root=root / "artifacts",
-        spool_dir=root / "spool",
-        max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
-    )
-    guard = StorageGuard.from_config(cfg)
-    flush = float(cfg.tracking.get("flush_timeout", 60))
-    parent = tracker.parent_run(name, params=_flat(cfg))
+    opened = open_tracked(cfg, specs)
+    study, tracker, parent, guard = opened.study, opened.tracker, opened.parent, opened.guard
+    size, step_population = opened.population
+    _reseed(cfg, specs, study, worker=worker is not None)
     total = int(cfg.study.n_trials)
     progress.start(
-        study=name,
-        total=total,
-        done=count_finished(study),
-        storage=mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")),
+        study=study.study_name, total=total, done=count_finished(study), storage=storage_label(cfg)
     )
     started = time.monotonic()
-    failures, stopped, fault, told = 0, None, None, 0
+    failures, stopped, fault, waiting = 0, None, None, False
     limit_key = (
         "study.stop_on_failure=true"
         if cfg.study.get("stop_on_failure")
         else f"study.max_consecutive_failures={cfg.study.max_consecutive_failures}"
     )
     limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
+    poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
+    grace = cfg.storage.get("grace_period")
     try:
-        while True:
-            if guard("counting trials", lambda: count_started(study)) >= total:
-                break
-            if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
-                stopped = f"study.timeout={cfg.study.timeout} s reached"
-                break
-            left = total - count_started(study)
-            if step_population is not None and size > 1 and left > 1:
-                outcomes = step_population(
-                    cfg, specs, study, datamodule, tracker, parent, progress, size=min(size, left)
+        # A stop signal ends the study at the next safe point (see tuner.stopping).
+        with stopping.graceful_stop():
+            while True:
+                if stopping.requested():
+                    raise KeyboardInterrupt(stopping.requested())
+                guard(
+                    "checking for lost trials",
+                    lambda: reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace)),
                 )
-            else:
-                outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress, guard)
-                outcomes = [] if outcome is None else [outcome]
-            if not outcomes:
-                break
-            told += len(outcomes)
-            for outcome in outcomes:
-                failures = failures + 1 if outcome.state == "FAIL" else 0
-            if failures >= limit:
-                stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
-                fault = failure_summary(study, failures=failures, limit_key=limit_key)
-                break
-        run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
+                if guard("counting trials", lambda: count_finished(study)) >= total:
+                    break
+                if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
+                    stopped = f"study.timeout={cfg.study.timeout} s reached"
+                    break
+                begun = guard("counting trials", lambda: count_started(study))
+                if begun >= total:
+                    # The last trials run elsewhere; wait in case one is lost and re-queued.
+                    if not heartbeat_enabled(study._storage):
+                        stopped = "trials marked RUNNING by another process; no heartbeat tells if it lives"
+                        break
+                    if not waiting:
+                        print(
+                            f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)"
+                        )
+                    waiting = True
+                    time.sleep(poll)
+                    continue
+                waiting = False
+                if step_population is not None and size > 1 and total - begun > 1:
+                    outcomes = step_population(
+                        cfg,
+                        specs,
+                        study,
+                        opened.datamodule,
+                        tracker,
+                        parent,
+                        progress,
+                        size=min(size, total - begun),
+                    )
+                else:
+                    outcome = _one_trial(
+                        cfg, specs, study, opened.datamodule, tracker, parent, progress, guard, worker
+                    )
+                    outcomes = [] if outcome is None else [outcome]
+                if not outcomes:
+                    time.sleep(poll)  # another worker took the slot; look again
+                    continue
+                for outcome in outcomes:
+                    failures = failures + 1 if outcome.state == "FAIL" else 0
+                if failures >= limit:
+                    stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
+                    fault = failure_summary(study, failures=failures, limit_key=limit_key)
+                    break
+        if worker is None:  # the launcher trains the arms once its workers are done
+            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
     except UserError:
-        if was_new and told == 0:
-            _undo(study, tracker, parent)
-        else:
-            _warn_unlogged(tracker.close(timeout=flush))
+        if worker is not None or not undo_if_fruitless(opened):
+            warn_unlogged(tracker.close(timeout=opened.flush))
         raise
     except StudyStopped as exc:
         tracker.set_tags(parent, {"tuner.stopped": str(exc)})
-        tracker.end_run(parent, "FAILED")
-        _warn_unlogged(tracker.close(timeout=flush))
+        if worker is None:
+            tracker.end_run(parent, "FAILED")
+        warn_unlogged(tracker.close(timeout=opened.flush))
         raise
     except KeyboardInterrupt:
         tracker.set_tags(parent, {"tuner.interrupted": "true"})
-        _warn_unlogged(tracker.close(timeout=min(flush, 5.0)))
+        if worker is None:
+            tracker.end_run(parent, "KILLED")
+        warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         raise
-    log_choice_bests(tracker, parent, study, specs)
-    report = _finish(cfg, specs, study, tracker, parent, stopped, flush=flush)
-    return StudyResult(study, uri, parent, stopped, report, fault)
+    report = None
+    complete = count_finished(study) >= total and count_started(study) <= total
+    if worker is None or (finish_study and complete):
+        report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
+    else:
+        warn_unlogged(tracker.close(timeout=opened.flush))
+    return StudyResult(study, tracker.uri, parent, stopped, report, fault)
 
 
 def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
@@ -170,6 +186,27 @@ def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -
     return tables
 
 
+def _reseed(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study, *, worker: bool) -> None:
+    """Gives a resumed study or a worker its own sampler seed.
+
+    A sampler seeded alike in every process would draw the same first trials in each
+    worker, and again on every resume. A fresh study in one process keeps its seed, so
+    it stays reproducible; a resumed one moves on by the trials it has; a worker (whose
+    trials interleave with others' anyway) draws a random seed. QMC keeps its seed: its
+    workers share one sequence.
+    """
+    seed = cfg.sampler.get("seed")
+    offset = len(study.get_trials(deepcopy=False))
+    if worker:
+        offset = int.from_bytes(os.urandom(4), "little")
+    if seed is None or not offset or cfg.sampler.name == "qmc":
+        return
+    sampler = OmegaConf.to_container(cfg.sampler, resolve=True)
+    assert isinstance(sampler, dict)
+    sampler["seed"] = (int(seed) + offset) % 2**31
+    study.sampler = build_sampler(OmegaConf.create({"sampler": sampler}), specs)
+
+
 def _one_trial(
     cfg: DictConfig,
     specs: list[ParamSpec],
@@ -179,32 +216,50 @@ def _one_trial(
     parent: str,
     progress: StudyProgress,
     guard: StorageGuard,
+    worker: dict[str, Any] | None,
 ) -> Outcome | None:
     trial = guard("asking for a trial", study.ask)
-    if is_surplus(cfg, study, trial):
-        return None
-    trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
+    run: TrialRun | None = None
     try:
-        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
-    except KeyboardInterrupt:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
+        with heartbeat(study, trial._trial_id):
+            if is_surplus(cfg, study, trial):
+                return None
+            if worker is not None:
+                guard("saving the trial's worker", lambda: trial.set_user_attr("worker", worker))
+            if trial.user_attrs.get("reason"):
+                trial.set_user_attr("reason", None)  # inherited from the failed try it repeats
+            if stopping.requested():
+                raise KeyboardInterrupt(stopping.requested())
+            trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
+            with ddp.ranks(trial_cfg):
+                outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
+            record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
+    except KeyboardInterrupt as stop:
+        # An interrupt is no result: the trial goes back to the queue for the next run.
+        if _fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
+            requeue(study, trial._trial_id, max_retry=int(cfg.storage.get("max_retry") or 1))
+        if run is not None:
+            run.end("KILLED", value=None, reason="interrupted; trial re-queued")
         raise
     except UserError:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("FAIL", value=None, reason="configuration error")
+        _fail_if_running(study, trial, reason="configuration error")
+        if run is not None:
+            run.end("FAIL", value=None, reason="configuration error")
         raise
-    record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
+    except TrialLost:
+        # Another worker declared this trial lost (its heartbeat came too late), re-queued
+        # it and ended its MLflow run; this result is dropped.
+        print(f"warning: trial {trial.number} was taken over after a missed heartbeat; result dropped")
+        return None
     return outcome
 
 
 def is_surplus(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial) -> bool:
-    """True (and the trial told FAIL) if another worker already started the study's last trial."""
-    if count_started(study) > int(cfg.study.n_trials) and _later_than_others(study, trial):
-        study._storage.set_trial_system_attr(trial._trial_id, "tuner.surplus", True)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return True
-    return False
+    """True (and the trial told FAIL) if the study's other trials already fill its total."""
+    if claim_slot(study, trial.number, int(cfg.study.n_trials)):
+        return False
+    give_up_surplus(study, trial)
+    return True
 
 
 def start_trial(
@@ -246,7 +301,11 @@ def record_outcome(
     *,
     guard: StorageGuard | None = None,
 ) -> None:
-    """Tells Optuna how a trial ended and ends its MLflow run with the same state."""
+    """Tells Optuna how a trial ended and ends its MLflow run with the same state.
+
+    Raises:
+        TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
+    """
     guard = guard or StorageGuard()
     run.log_lr_curve(
         planned=planned_lrs(trial_cfg),
@@ -270,74 +329,43 @@ def record_outcome(
 
 def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: str | None) -> None:
     """Stores a trial's result; safe to repeat after a storage error."""
-    if study._storage.get_trial(trial._trial_id).state.is_finished():
-        return  # an earlier attempt was stored, only its answer was lost
+    stored = study._storage.get_trial(trial._trial_id).state
+    if stored.is_finished():
+        if stored == _STATES[outcome.state]:
+            return  # an earlier attempt was stored, only its answer was lost
+        raise TrialLost(trial.number)
     attrs: dict[str, Any] = {"steps": outcome.steps, **outcome.metrics}
+    if outcome.world_size > 1:
+        attrs["world_size"] = outcome.world_size
     if outcome.reason:
         attrs["reason"] = outcome.reason
     if run_id is not None:
         attrs["mlflow_run_id"] = run_id
-    for key, value in attrs.items():
-        trial.set_user_attr(key, value)
-    if outcome.state == "COMPLETE":
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=_STATES[outcome.state])
+    try:
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
+        if outcome.state == "COMPLETE":
+            study.tell(trial, outcome.value)
+        else:
+            study.tell(trial, state=_STATES[outcome.state])
+    except (UpdateFinishedTrialError, ValueError):
+        if not _ended_elsewhere(study, trial):
+            raise
+        raise TrialLost(trial.number) from None
 
 
-def _later_than_others(study: optuna.Study, trial: optuna.Trial) -> bool:
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-    return trial.number == max(t.number for t in running)
+def _fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) -> bool:
+    """Ends a trial as FAIL with a reason, unless it already ended; whether it did."""
+    try:
+        trial.set_user_attr("reason", reason)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    except (UpdateFinishedTrialError, ValueError):
+        if not _ended_elsewhere(study, trial):
+            raise
+        return False
+    return True
 
 
-def _undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
-    """Removes a study that a configuration error stopped before any trial finished."""
-    tracker.discard(parent)
-    optuna.delete_study(study_name=study.study_name, storage=study._storage)
-
-
-def _warn_unlogged(problems: list[str]) -> None:
-    for line in problems:
-        print(f"warning: not logged in MLflow: {line}", file=sys.stderr)
-
-
-def _finish(
-    cfg: DictConfig,
-    specs: list[ParamSpec],
-    study: optuna.Study,
-    tracker: Tracker,
-    parent: str,
-    stopped: str | None,
-    *,
-    flush: float,
-) -> Path | None:
-    """Writes the summary to the parent run, then the plots and report; returns the report."""
-    best = best_trials(study, top=1)
-    summary: dict[str, Any] = {"n_finished": count_finished(study)}
-    best_yaml = None
-    if best:
-        summary["best_value"] = float(best[0].value or 0.0)
-        summary["best_trial"] = best[0].number
-        summary["best_params"] = best[0].params
-        for key, value in best[0].params.items():
-            summary[f"best.{key}"] = value
-        for key in ("test_acc", "test_loss"):
-            if key in best[0].user_attrs:
-                summary[f"best_{key}"] = float(best[0].user_attrs[key])
-        best_yaml = masked_yaml(apply(cfg, specs, best[0].params))
-    if stopped:
-        summary["stopped"] = stopped
-    tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
-    _warn_unlogged(tracker.close(timeout=flush))
-    if not (cfg.get("report") and cfg.report.enabled):
-        return None
-    from tuner.report.build import write_report
-
-    try:  # the trials are safe in the stores; a plot that fails must not hide that
-        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
-    except Exception as exc:
-        print(
-            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
-            f"retry with: python -m tuner mode=report study.name={study.study_name}"
-        )
-        return None
+def _ended_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
+    """Whether another process ended this trial (it was declared lost)."""
+    return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING

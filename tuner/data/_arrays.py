@@ -7,6 +7,7 @@ as much as a tiny model's whole step).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import numpy as np
@@ -23,14 +24,24 @@ class BatchLoader:
         batch_size: Samples per batch (the last batch may be smaller).
         shuffle: Draw a new permutation every epoch.
         seed: Seed of the permutation stream, so a trial sees the same batches on rerun.
+        shard: ``(rank, world_size)`` under DDP: each rank takes its share of every batch,
+            so the batch size stays the trial's total across ranks.
     """
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, *, batch_size: int, shuffle: bool, seed: int = 0
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
+        self.shard = shard
         self._generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
@@ -39,8 +50,13 @@ class BatchLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
         order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
+        rank, world = self.shard
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]
+            if world > 1:
+                if len(index) < world:
+                    continue  # a tail too short to share: every rank skips it alike
+                index = index[rank::world]
             yield self.x[index], self.y[index]
 
 
@@ -107,14 +123,27 @@ class ArrayDataModule(pl.LightningDataModule):
         """The tensors of one split: ``train``, ``val`` or ``test``."""
         return self._splits[name]
 
+    def _shard(self) -> tuple[int, int]:
+        """This process's ``(rank, world_size)`` under DDP: from the trainer, else torchrun's env.
+
+        The loaders may be made before ``fit`` attaches a trainer; the processes of a
+        multi-device trial carry ``RANK`` and ``WORLD_SIZE`` (see ``tuner.ddp``).
+        """
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return trainer.global_rank, trainer.world_size
+        return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
     def train_dataloader(self) -> BatchLoader:
         x, y = self._splits["train"]
-        return BatchLoader(x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed)
+        return BatchLoader(
+            x, y, batch_size=self.batch_size, shuffle=True, seed=self.seed, shard=self._shard()
+        )
 
     def val_dataloader(self) -> BatchLoader:
         x, y = self._splits["val"]
-        return BatchLoader(x, y, batch_size=self.eval_batch_size, shuffle=False)
+        return BatchLoader(x, y, batch_size=self.eval_batch_size, shuffle=False, shard=self._shard())
 
     def test_dataloader(self) -> BatchLoader:
         x, y = self._splits["test"]
-        return BatchLoader(x, y, batch_size=self.eval_batch_size, shuffle=False)
+        return BatchLoader(x, y, batch_size=self.eval_batch_size, shuffle=False, shard=self._shard())

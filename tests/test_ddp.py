@@ -1,0 +1,68 @@
+"""One trial on two CPU processes (DDP over gloo): pruning and the divergence guard reach every rank."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.storages.journal import JournalFileBackend, JournalStorage
+from optuna.trial import TrialState
+
+from tuner.study import count_finished
+
+pytestmark = pytest.mark.slow
+
+
+def test_ddp_on_two_cpu_processes_prunes_a_bad_trial_and_stops_a_diverging_one(tmp_path, run_cli):
+    (tmp_path / "runs").mkdir()
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "optuna.journal")))
+    study = optuna.create_study(study_name="ddp", storage=storage, direction="maximize")
+    # A good LR first (the pruner's reference), then one too small to learn, then one that explodes.
+    for lr in (0.1, 1e-6, 10.0):
+        study.enqueue_trial({"lr": lr})
+    code, out, err = run_cli(
+        "study.name=ddp",
+        "study.n_trials=3",
+        "data.num_samples=800",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_steps=100",
+        "trainer.val_check_interval=20",
+        "trainer.divergence_factor=3",
+        "tracking.step_flush_every=20",
+        "optimizer=sgd",
+        "schedule=constant",
+        "search=lr",
+        "search.params.lr.low=1e-7",
+        "search.params.lr.high=20",
+        "pruner=median",
+        "pruner.n_startup_trials=1",
+    )
+    assert code == 0, out + err
+    study = optuna.load_study(study_name="ddp", storage=storage)
+    good, slow, exploding = study.trials
+    assert count_finished(study) == 3
+    assert all(t.user_attrs["world_size"] == 2 for t in study.trials)
+    assert good.state == TrialState.COMPLETE and good.params["lr"] == 0.1
+    assert slow.state == TrialState.PRUNED
+    assert "by the pruner" in slow.user_attrs["reason"]
+    assert slow.user_attrs["steps"] < 100  # both ranks stopped early, together
+    assert exploding.state == TrialState.PRUNED
+    assert "diverged" in exploding.user_attrs["reason"]
+    assert exploding.user_attrs["steps"] < 100
+
+
+def test_each_rank_trains_on_its_own_share_of_every_batch():
+    import torch
+
+    from tuner.data._arrays import BatchLoader
+
+    x, y = torch.arange(10.0).unsqueeze(1), torch.arange(10)
+    whole = [b[1].tolist() for b in BatchLoader(x, y, batch_size=4, shuffle=True, seed=3)]
+    shares = [
+        [b[1].tolist() for b in BatchLoader(x, y, batch_size=4, shuffle=True, seed=3, shard=(rank, 2))]
+        for rank in (0, 1)
+    ]
+    assert len(shares[0]) == len(shares[1]) == len(whole)
+    for batch, first, second in zip(whole, *shares, strict=True):
+        assert sorted(first + second) == sorted(batch) and not set(first) & set(second)

@@ -1,0 +1,162 @@
+"""One trial on several devices (``trainer.devices=2 trainer.strategy=ddp``).
+
+Lightning's own DDP launcher re-runs the command line in each new process, which would
+start a whole study per rank. Here the process that runs the study loop is rank 0: for
+each multi-device trial it starts ranks 1..N-1 itself (``python -m tuner.ddp <trial
+config>``), as torchrun would, and only rank 0 talks to Optuna and MLflow. The pruning
+decision and the divergence guard's verdict are shared by collective calls in the
+callbacks, so every rank stops on the same step.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import torch
+from lightning_fabric.plugins.environments import LightningEnvironment
+from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.strategies import DDPStrategy
+
+from tuner.errors import UserError
+
+_DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "auto")
+_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
+
+
+def world_size(cfg: DictConfig) -> int:
+    """Processes one trial trains on: ``trainer.devices`` when it is a count above one."""
+    devices = cfg.trainer.devices
+    if isinstance(devices, int) and not isinstance(devices, bool):
+        return max(devices, 1)
+    if isinstance(devices, str) and devices.isdigit():
+        return max(int(devices), 1)
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        return max(len(devices), 1)
+    return 1
+
+
+def check(cfg: DictConfig) -> None:
+    """Rejects device settings this launcher cannot run.
+
+    Raises:
+        UserError: ``ddp_spawn`` / ``fsdp``-like strategies, or ``devices=auto`` with ddp.
+    """
+    strategy = str(cfg.trainer.strategy)
+    if strategy.startswith("ddp") and strategy not in _DDP:
+        raise UserError(
+            "trainer.strategy",
+            strategy,
+            "use trainer.strategy=ddp (tuner starts the processes of a trial itself)",
+        )
+    if strategy.startswith("ddp") and str(cfg.trainer.devices) == "auto":
+        raise UserError(
+            "trainer.devices", "auto", "with trainer.strategy=ddp give a device count, e.g. trainer.devices=2"
+        )
+    if world_size(cfg) > 1 and strategy not in _DDP:
+        raise UserError(
+            "trainer.strategy",
+            strategy,
+            f"a trial on {world_size(cfg)} devices runs with trainer.strategy=ddp (or auto)",
+        )
+
+
+def strategy(cfg: DictConfig) -> DDPStrategy:
+    """The DDP strategy of a multi-device trial, with the processes started here.
+
+    The cluster environment is pinned to Lightning's plain one: inside a SLURM job,
+    Lightning would otherwise take the ranks from SLURM's task count (one per job).
+    """
+    return DDPStrategy(
+        cluster_environment=LightningEnvironment(),
+        find_unused_parameters=str(cfg.trainer.strategy) == "ddp_find_unused_parameters_true",
+        timeout=timedelta(seconds=int(cfg.trainer.get("ddp_timeout") or 300)),
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def ranks(cfg: DictConfig) -> Iterator[None]:
+    """Starts the other ranks of a multi-device trial; this process is rank 0 meanwhile.
+
+    On exit the process group is torn down, so the next trial can form a new one, and
+    the other ranks are waited for (killed if they hang).
+    """
+    n = world_size(cfg)
+    if n <= 1:
+        yield
+        return
+    env = {
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "WORLD_SIZE": str(n),
+        "NODE_RANK": "0",
+    }
+    fd, name = tempfile.mkstemp(prefix="tuner-trial-", suffix=".yaml")
+    with os.fdopen(fd, "w") as handle:
+        # The other ranks never touch the study: its storage (and any password) stays out.
+        handle.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "storage"])))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tuner.ddp", name],
+            env={**os.environ, **env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
+            stdout=subprocess.DEVNULL,
+        )
+        for rank in range(1, n)
+    ]
+    saved = {key: os.environ.get(key) for key in _ENV}
+    os.environ.update(env, LOCAL_RANK="0", RANK="0")
+    try:
+        yield
+    finally:
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        for proc in procs:
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        Path(name).unlink(missing_ok=True)
+
+
+def rank_main(path: str) -> int:
+    """A rank above 0: trains the trial config at ``path`` in step with rank 0."""
+    from tuner._quiet import quiet_libraries
+    from tuner.build import build_datamodule
+    from tuner.objective import run_trial
+
+    quiet_libraries()
+    # Ctrl-C reaches every process of the terminal; rank 0 decides for all of them.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    cfg = OmegaConf.load(path)
+    assert isinstance(cfg, DictConfig)
+    if cfg.trainer.num_threads:
+        torch.set_num_threads(int(cfg.trainer.num_threads))
+    try:
+        run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(rank_main(sys.argv[1]))

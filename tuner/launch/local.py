@@ -1,0 +1,168 @@
+"""``launcher=local``: N worker processes on this machine share one study."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from tuner.arms import run_arms
+from tuner.errors import UserError
+from tuner.launch.monitor import StudyMonitor
+from tuner.launch.plan import WorkerPlan, plan_local
+from tuner.launch.worker import error_path, make_payload
+from tuner.progress import StudyProgress
+from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
+from tuner.space import ParamSpec
+from tuner.study import count_finished
+from tuner.tune import StudyResult
+
+#: Seconds workers get to end their trial cleanly after Ctrl-C before they are killed.
+STOP_WAIT = 60
+
+
+def worker_folder(cfg: DictConfig) -> Path:
+    """Where a study's workers keep their payload and logs."""
+    return Path(str(cfg.paths.root)) / "workers" / str(cfg.study.name)
+
+
+def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult:
+    """Starts the workers, creates the study and its MLflow parent run, shows progress.
+
+    The workers start first but wait for their payload on stdin, which they get only
+    once the study and the parent run exist: they never race to create them, and their
+    start-up (importing torch, Lightning, MLflow) overlaps with the launcher's own.
+
+    Raises:
+        UserError: a bad launcher setting, or the config error that stopped the workers.
+        KeyboardInterrupt: after the workers stopped and re-queued their trials.
+    """
+    plans = plan_local(cfg)
+    folder = worker_folder(cfg)
+    text, secret_env = make_payload(cfg, finish_study=False)
+    procs = _start(plans, folder, secret_env)
+    try:
+        opened = open_tracked(cfg, specs)
+    except BaseException:
+        _hand_out(procs, "")  # an empty payload: the workers leave at once
+        raise
+    study, tracker, parent = opened.study, opened.tracker, opened.parent
+    total = int(cfg.study.n_trials)
+    done = count_finished(study)
+    resumed = f", resuming with {done} finished" if done else ""
+    print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
+    stopped = None
+    if done >= total:
+        _hand_out(procs, "")
+    else:
+        print(f"{len(plans)} workers ({_describe(plans[0])} each); logs in {folder}/worker-*.log", flush=True)
+        monitor = StudyMonitor(
+            study, total=total, tracker=tracker, grace=cfg.storage.get("grace_period"), quiet=quiet
+        )
+        _hand_out(procs, text)
+        try:
+            while any(proc.poll() is None for proc in procs):
+                monitor.poll()
+                time.sleep(float(cfg.launcher.poll_interval))
+        except KeyboardInterrupt:
+            _stop(procs)
+            monitor.poll()
+            tracker.set_tags(parent, {"tuner.interrupted": "true"})
+            tracker.end_run(parent, "KILLED")
+            warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
+            raise
+        monitor.poll()
+        stopped = _check_exits(opened, procs, folder)
+        if stopped and monitor.complete():
+            # A worker died, yet the others ran its re-queued trial: the study is whole.
+            print(f"note: {stopped}; its trial was re-queued and the study completed")
+            stopped = None
+    if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
+        with StudyProgress(live=False, quiet=quiet) as progress:
+            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+    report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
+    return StudyResult(study, tracker.uri, parent, stopped, report)
+
+
+def _describe(plan: WorkerPlan) -> str:
+    where = f"GPU {','.join(plan.gpus)}" if plan.gpus else "CPU"
+    return f"{where}, {plan.threads} thread{'s' if plan.threads > 1 else ''}"
+
+
+def _start(
+    plans: list[WorkerPlan], folder: Path, secret_env: dict[str, str]
+) -> list[subprocess.Popen[bytes]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for plan in plans:
+        log = folder / f"worker-{plan.index}.log"
+        error_path(log).unlink(missing_ok=True)
+        with log.open("a") as out:  # a resumed study adds to the logs of the earlier runs
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        "tuner.launch.worker",
+                        str(folder),
+                        str(plan.index),
+                        str(plan.threads),
+                    ],
+                    env={**os.environ, **secret_env, **plan.env()},
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    # Its own session: Ctrl-C reaches the launcher only, which stops each
+                    # worker once (a second SIGINT would cut a worker's cleanup short).
+                    start_new_session=True,
+                )
+            )
+    return procs
+
+
+def _hand_out(procs: list[subprocess.Popen[bytes]], payload: str) -> None:
+    """Gives each waiting worker its payload (empty: nothing to do, exit)."""
+    for proc in procs:
+        assert proc.stdin is not None
+        try:
+            proc.stdin.write(payload.encode())
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass  # the worker is gone already; its exit code tells why
+    if not payload:
+        for proc in procs:
+            proc.wait()
+
+
+def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
+    print("stopping the workers: each ends its trial and re-queues it", file=sys.stderr, flush=True)
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+    deadline = time.monotonic() + STOP_WAIT
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: Path) -> str | None:
+    """Raises the workers' config error, or says which workers failed (None: all ended well)."""
+    errors = [error_path(folder / f"worker-{i}.log") for i in range(len(procs))]
+    found = [json.loads(p.read_text()) for p in errors if p.exists()]
+    if found and all(proc.returncode == 2 for proc in procs):
+        if not undo_if_fruitless(opened):
+            warn_unlogged(opened.tracker.close(timeout=opened.flush))
+        raise UserError(found[0]["key"], found[0]["value"], found[0]["fix"])
+    bad = [(i, proc.returncode) for i, proc in enumerate(procs) if proc.returncode != 0]
+    if not bad:
+        return None
+    return "; ".join(f"worker {i} exited with code {code} (see {folder}/worker-{i}.log)" for i, code in bad)

@@ -1,0 +1,123 @@
+"""Which devices and how many threads each local worker gets."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from tuner.errors import UserError
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """One local worker: its GPUs (``CUDA_VISIBLE_DEVICES``) and its CPU threads."""
+
+    index: int
+    gpus: tuple[str, ...] | None
+    threads: int
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that pin the worker to its share of the machine."""
+        threads = str(self.threads)
+        env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+        if self.gpus is not None:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
+        return env
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def visible_gpus(accelerator: str) -> list[str]:
+    """GPU ids a worker may be given: none when trials run on the CPU."""
+    if accelerator == "cpu":
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [g.strip() for g in listed.split(",") if g.strip()] if listed else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def plan_workers(
+    workers: int | None,
+    *,
+    gpus: list[str],
+    cores: int,
+    gpus_per_worker: int,
+    trials_per_gpu: int,
+    threads_per_worker: int | None,
+    max_threads: int | None,
+) -> list[WorkerPlan]:
+    """Spreads workers over GPUs (packing ``trials_per_gpu`` on each) or over CPU cores.
+
+    With GPUs, worker ``i`` gets GPU slot ``i // trials_per_gpu``, a slot being
+    ``gpus_per_worker`` consecutive GPUs. Each worker gets ``threads_per_worker``
+    threads if given, else the cores divided among the workers (at least one, at most
+    ``max_threads``).
+
+    Raises:
+        UserError: more workers than the GPU slots hold, or inconsistent packing.
+    """
+    if gpus_per_worker < 1:
+        raise UserError("launcher.gpus_per_worker", gpus_per_worker, "give 1 or more")
+    if trials_per_gpu < 1:
+        raise UserError("launcher.trials_per_gpu", trials_per_gpu, "give 1 or more")
+    if trials_per_gpu > 1 and gpus_per_worker > 1:
+        raise UserError(
+            "launcher.trials_per_gpu",
+            trials_per_gpu,
+            "packing shares one GPU among workers: use it with launcher.gpus_per_worker=1",
+        )
+    slots = len(gpus) // gpus_per_worker
+    if gpus and slots == 0:
+        raise UserError(
+            "launcher.gpus_per_worker",
+            gpus_per_worker,
+            f"only {len(gpus)} GPU(s) here; give at most {len(gpus)}",
+        )
+    capacity = slots * trials_per_gpu if gpus else cores
+    count = capacity if workers is None else workers
+    if count < 1:
+        raise UserError("launcher.workers", workers, "give 1 or more workers")
+    if gpus and count > capacity:
+        raise UserError(
+            "launcher.workers",
+            workers,
+            f"{len(gpus)} GPU(s) / gpus_per_worker={gpus_per_worker} x trials_per_gpu={trials_per_gpu} "
+            f"hold {capacity} workers; lower launcher.workers or raise launcher.trials_per_gpu",
+        )
+    threads = threads_per_worker or max(1, cores // count)
+    if max_threads and not threads_per_worker:
+        threads = min(threads, max_threads)
+    plans = []
+    for index in range(count):
+        chosen = None
+        if gpus:
+            slot = index // trials_per_gpu
+            chosen = tuple(gpus[slot * gpus_per_worker : (slot + 1) * gpus_per_worker])
+        plans.append(WorkerPlan(index, chosen, threads))
+    return plans
+
+
+def plan_local(cfg: DictConfig) -> list[WorkerPlan]:
+    """The plan for ``launcher=local`` on this machine."""
+    launcher = cfg.launcher
+    workers = launcher.get("workers")
+    return plan_workers(
+        None if workers is None else int(workers),
+        gpus=visible_gpus(str(cfg.trainer.accelerator)),
+        cores=cpu_cores(),
+        gpus_per_worker=int(launcher.gpus_per_worker),
+        trials_per_gpu=int(launcher.trials_per_gpu),
+        threads_per_worker=int(launcher.threads_per_worker) if launcher.get("threads_per_worker") else None,
+        max_threads=int(cfg.trainer.num_threads) if cfg.trainer.get("num_threads") else None,
+    )

@@ -1,0 +1,177 @@
+"""A study together with its MLflow parent run: opening, finishing, undoing.
+
+Shared by the study loop (``tuner.tune``) and the launchers (``tuner.launch``), which
+open the study and its parent run before any worker starts and finish them after.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from omegaconf import DictConfig
+
+from tuner.breakdown import log_choice_bests
+from tuner.build import build_datamodule, build_model, plain
+from tuner.preflight import check_population, check_services
+from tuner.resilience import StorageGuard
+from tuner.secrets import mask_secrets, masked_yaml
+from tuner.space import ParamSpec, apply
+from tuner.study import best_trials, count_finished, open_study
+from tuner.tracking import Tracker, TrialRun, local_uri
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
+    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
+
+
+def flat_params(cfg: DictConfig) -> dict[str, Any]:
+    """The fixed config as flat ``group.key`` params for the parent run (secrets masked on logging)."""
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            out[prefix] = node
+
+    container = plain(cfg)
+    groups = ("data", "model", "optimizer", "schedule", "trainer", "sampler", "pruner", "study", "storage")
+    for group in groups:
+        walk(container[group], group)
+    out["seed"] = cfg.seed
+    return out
+
+
+@dataclass
+class Tracked:
+    """A study opened together with its MLflow parent run, and what its loop needs."""
+
+    study: optuna.Study
+    tracker: Tracker
+    parent: str
+    datamodule: Any
+    was_new: bool
+    guard: StorageGuard
+    #: Seconds to wait for MLflow writes at the end.
+    flush: float
+    #: Trials per fit (``study.population``) and the step that trains them; (1, None) if off.
+    population: tuple[int, Callable[..., Any] | None]
+
+
+def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
+    """Opens (or creates) the study and its MLflow parent run.
+
+    Services, data and model are checked first, so a config that cannot train fails
+    before anything is created. Launchers call this before starting workers, so that
+    workers only ever reopen the study and the parent run.
+    """
+    name = str(cfg.study.name)
+    check_services(cfg)
+    datamodule = build_datamodule(cfg)
+    # A model that cannot be built, or too large a population, fails before any study exists.
+    check_population(cfg, build_model(cfg, datamodule))
+    population: tuple[int, Callable[..., Any] | None] = (1, None)
+    if cfg.study.get("population", 1) != 1:
+        # K trials in one fit (study.population); that module imports tuner.tune.
+        from tuner.population import population_size, population_step
+
+        population = (population_size(cfg, specs, datamodule), population_step)
+    study = open_study(cfg, specs, name=name)
+    was_new = len(study.get_trials(deepcopy=False)) == 0
+    root = Path(str(cfg.paths.root))
+    tracker = Tracker(
+        tracking_uri(cfg),
+        experiment=name,
+        artifact_root=root / "artifacts",
+        spool_dir=root / "spool",
+        max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
+    )
+    parent = tracker.parent_run(name, params=flat_params(cfg))
+    flush = float(cfg.tracking.get("flush_timeout", 60))
+    return Tracked(
+        study, tracker, parent, datamodule, was_new, StorageGuard.from_config(cfg), flush, population
+    )
+
+
+def storage_label(cfg: DictConfig) -> str:
+    """Where the study lives, fit to print: a URL's password is masked."""
+    return mask_secrets(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory"))
+
+
+def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: object) -> None:
+    """Ends the MLflow run of a trial whose worker died, so it does not stay RUNNING."""
+    run_id = trial.user_attrs.get("mlflow_run_id")
+    if run_id:
+        TrialRun(tracker, str(run_id)).end(
+            "KILLED", value=None, reason=f"worker lost: no heartbeat for {grace} s; trial re-queued"
+        )
+
+
+def undo_if_fruitless(opened: Tracked) -> bool:
+    """Removes a study this run created when no trial trained to a result; whether it did.
+
+    A configuration error fails every trial alike, so a new study with none complete or
+    pruned is removed, its MLflow runs with it.
+    """
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    if not opened.was_new or opened.study.get_trials(deepcopy=False, states=states):
+        return False
+    opened.tracker.discard(opened.parent)
+    optuna.delete_study(study_name=opened.study.study_name, storage=opened.study._storage)
+    return True
+
+
+def warn_unlogged(problems: list[str]) -> None:
+    """Says which MLflow writes could not be sent (they stay in the spool)."""
+    for line in problems:
+        print(f"warning: not logged in MLflow: {line}", file=sys.stderr)
+
+
+def finish(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    study: optuna.Study,
+    tracker: Tracker,
+    parent: str,
+    stopped: str | None,
+    *,
+    flush: float,
+) -> Path | None:
+    """Writes the summary to the parent run, then the plots and report; returns the report."""
+    log_choice_bests(tracker, parent, study, specs)
+    best = best_trials(study, top=1)
+    summary: dict[str, Any] = {"n_finished": count_finished(study)}
+    best_yaml = None
+    if best:
+        summary["best_value"] = float(best[0].value or 0.0)
+        summary["best_trial"] = best[0].number
+        summary["best_params"] = best[0].params
+        for key, value in best[0].params.items():
+            summary[f"best.{key}"] = value
+        for key in ("test_acc", "test_loss"):
+            if key in best[0].user_attrs:
+                summary[f"best_{key}"] = float(best[0].user_attrs[key])
+        best_yaml = masked_yaml(apply(cfg, specs, best[0].params))
+    if stopped:
+        summary["stopped"] = stopped
+    tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
+    warn_unlogged(tracker.close(timeout=flush))
+    if not (cfg.get("report") and cfg.report.enabled):
+        return None
+    from tuner.report.build import write_report
+
+    try:  # the trials are safe in the stores; a plot that fails must not hide that
+        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+    except Exception as exc:
+        print(
+            f"warning: the report could not be written ({type(exc).__name__}: {exc}); "
+            f"retry with: python -m tuner mode=report study.name={study.study_name}"
+        )
+        return None
