@@ -18,6 +18,7 @@ from tuner.breakdown import choice_tables, log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
 from tuner.errors import StudyStopped, UserError
+from tuner.finder.narrow import narrow_from_finder
 from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.preflight import check_population, check_services
@@ -117,6 +118,7 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     )
     limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
     try:
+        specs = narrow_from_finder(cfg, specs, study, datamodule, tracker=tracker, parent=parent)
         while True:
             if guard("counting trials", lambda: count_started(study)) >= total:
                 break
