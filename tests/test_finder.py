@@ -169,7 +169,7 @@ def test_mode_find_prints_a_suggestion_and_writes_the_plot(tmp_path: Path, run_c
 
 
 def test_bad_finder_setting_is_one_line(run_cli) -> None:
-    code, out, err = run_cli(*FIND, "finder.end_lr=1e-9")
+    code, _, err = run_cli(*FIND, "finder.end_lr=1e-9")
     assert code == 2
     assert err.strip().startswith("error: finder.end_lr=1e-09:")
     assert len(err.strip().splitlines()) == 1

@@ -9,11 +9,11 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display on a training box
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from tuner.finder.rangetest import Curve  # noqa: E402
-from tuner.finder.rules import RULES, Marks  # noqa: E402
+from tuner.finder.rangetest import Curve
+from tuner.finder.rules import RULES, Marks
 
 _MARKERS = {"steepest": "v", "valley": "o", "min/10": "s"}
 

@@ -81,12 +81,11 @@ def cycle(batches: Iterable[Any], *, rank: int = 0, world_size: int = 1) -> Iter
         UserError: the loader yields no batch for this rank in a whole pass.
     """
     while True:
-        index, given = 0, 0
-        for batch in batches:
+        given = 0
+        for index, batch in enumerate(batches):
             if index % world_size == rank:
                 given += 1
                 yield batch
-            index += 1
         if given == 0:
             raise UserError(
                 "data.batch_size", None, "the training loader gave no batch; use a smaller batch size"
@@ -145,7 +144,9 @@ def range_test(
             opt.zero_grad(set_to_none=True)
             with fabric.autocast():
                 loss = loss_fn(model, batch)
-            value = float(fabric.all_reduce(loss.detach(), reduce_op="mean"))
+            reduced = fabric.all_reduce(loss.detach(), reduce_op="mean")
+            assert isinstance(reduced, torch.Tensor)
+            value = float(reduced)
             losses.append(value)
             average = beta * average + (1 - beta) * value
             smoothed.append(average / (1 - beta ** (step + 1)))

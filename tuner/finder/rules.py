@@ -64,7 +64,7 @@ def valley(log_lrs: np.ndarray, smooth: np.ndarray, *, onset: float = 0.1) -> fl
     """
     bottom = int(np.argmin(smooth))
     level = smooth[0] - onset * (smooth[0] - smooth[bottom])
-    above = np.flatnonzero(smooth[:bottom + 1] >= level)
+    above = np.flatnonzero(smooth[: bottom + 1] >= level)
     start = int(above[-1]) if len(above) else 0
     return float(10 ** ((log_lrs[start] + log_lrs[bottom]) / 2))
 

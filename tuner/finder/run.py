@@ -59,7 +59,9 @@ class FinderResult:
 def make_fabric(cfg: DictConfig) -> Fabric:
     """A launched Fabric on the trainer's accelerator, devices, strategy and precision."""
     t = cfg.trainer
-    fabric = Fabric(accelerator=str(t.accelerator), devices=t.devices, strategy=t.strategy, precision=t.precision)
+    fabric = Fabric(
+        accelerator=str(t.accelerator), devices=t.devices, strategy=t.strategy, precision=t.precision
+    )
     fabric.launch()
     return fabric
 
@@ -87,6 +89,35 @@ def one_seed(cfg: DictConfig, datamodule: pl.LightningDataModule, fabric: Fabric
     )
 
 
+def measure(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, fabric: Fabric, *, say: Callable[[str], None]
+) -> tuple[FinderResult, list[Curve], list[Marks]]:
+    """The range test once per ``finder.seeds`` seed, read and combined on rank 0, broadcast.
+
+    Returns the result (on every rank) and rank 0's curves and marks (empty on the others).
+    """
+    finder = cfg.finder
+    lead = fabric.global_rank == 0
+    curves: list[Curve] = []
+    marks: list[Marks] = []
+    for seed in (int(s) for s in finder.seeds):
+        started = time.monotonic()
+        curve = one_seed(cfg, datamodule, fabric, seed)
+        if not lead:
+            continue
+        mark = read_curve(curve.lrs, curve.losses, window=float(finder.window))
+        curves.append(curve)
+        marks.append(mark)
+        rules = "  ".join(f"{name} {mark.rules[name]:.2e}" for name in RULES)
+        say(
+            f"  seed {seed}: {len(curve.lrs)} steps in {time.monotonic() - started:.1f} s"
+            f"{' (' + curve.stopped + ')' if curve.stopped else ''}: {rules} -> {mark.combined:.2e}"
+        )
+    result = fabric.broadcast(_combine(curves, marks, plain(finder)) if lead else None, src=0)
+    assert result is not None
+    return result, curves, marks
+
+
 def find(
     cfg: DictConfig,
     *,
@@ -107,25 +138,11 @@ def find(
     lead = fabric.global_rank == 0
     say = echo if lead else (lambda _line: None)
     finder = cfg.finder
-    seeds = [int(s) for s in finder.seeds]
     say(
         f"LR range test: {finder.start_lr:g} -> {finder.end_lr:g}, {finder.mode}, {finder.num_steps} steps, "
-        f"seeds {' '.join(map(str, seeds))} ({fabric.device}, {fabric.world_size} process(es))"
+        f"seeds {' '.join(str(s) for s in finder.seeds)} ({fabric.device}, {fabric.world_size} process(es))"
     )
-    curves: list[Curve] = []
-    marks: list[Marks] = []
-    for seed in seeds:
-        started = time.monotonic()
-        curve = one_seed(cfg, datamodule, fabric, seed)
-        mark = read_curve(curve.lrs, curve.losses, window=float(finder.window))
-        curves.append(curve)
-        marks.append(mark)
-        rules = "  ".join(f"{name} {mark.rules[name]:.2e}" for name in RULES)
-        say(
-            f"  seed {seed}: {len(curve.lrs)} steps in {time.monotonic() - started:.1f} s"
-            f"{' (' + curve.stopped + ')' if curve.stopped else ''}: {rules} -> {mark.combined:.2e}"
-        )
-    result = fabric.broadcast(_combine(curves, marks, plain(finder)) if lead else None, src=0)
+    result, curves, marks = measure(cfg, datamodule, fabric, say=say)
     if lead:
         title = f"{cfg.model.get('name', 'model')} on {cfg.data.get('name', 'data')}, {cfg.optimizer.name}"
         result.png = str(
