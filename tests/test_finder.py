@@ -16,7 +16,7 @@ from lightning_fabric import Fabric
 from tests.conftest import REPO, TINY, run_subprocess
 from tuner.finder.narrow import FINDER_ATTR, narrow_bounds
 from tuner.finder.rangetest import cycle, ema, ramp, range_test
-from tuner.finder.rules import min_over_10, read_curve, steepest, valley
+from tuner.finder.rules import min_over_10, read_curve, spread, steepest, trimmed_log_mean, valley
 from tuner.models import MLP
 from tuner.tracking import local_uri
 
@@ -135,8 +135,16 @@ def test_rules_survive_noise_and_an_early_spike() -> None:
     y[80] += 5.0  # one bad batch at 1e-4.7
     y[81] += 3.0
     marks = read_curve(10**x, y, window=0.2)
+    clean = read_curve(10**x, _synthetic(x), window=0.2)
     assert math.log10(marks.rules["steepest"]) == pytest.approx(-3, abs=0.15)
-    assert math.log10(marks.combined) == pytest.approx(-2.6, abs=0.4)
+    assert math.log10(marks.combined / clean.combined) == pytest.approx(0, abs=0.15)
+    assert read_curve(10**x, y, window=0.2, scale=3.0).combined == pytest.approx(3 * marks.combined)
+
+
+def test_a_wild_rule_is_left_out_of_the_mean() -> None:
+    assert trimmed_log_mean([1e-3, 4e-3, 2e-3]) == pytest.approx(2e-3)
+    assert trimmed_log_mean([1e-3, 4e-3, 1e-7]) == pytest.approx(2e-3)  # 1e-7: 4 decades off
+    assert spread([1e-3, 4e-3, 2e-3]) == pytest.approx(4.0)
 
 
 def test_narrow_bounds() -> None:

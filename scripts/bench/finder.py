@@ -96,7 +96,7 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
             enable_model_summary=False,
             default_root_dir=root,
         )
-        found = Tuner(trainer).lr_find(module, datamodule=datamodule)
+        found = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False)
     suggestion = found.suggestion() if found is not None else None
     return {
         "lr": float(suggestion) if suggestion else float("nan"),

@@ -87,6 +87,20 @@ def log_median(values: Sequence[float]) -> float:
     return float(10 ** np.median(finite)) if finite else math.nan
 
 
+def trimmed_log_mean(values: Sequence[float], *, within: float = 1.0) -> float:
+    """The geometric mean of the values within ``within`` decades of their geometric median.
+
+    A mean moves a third as much as any one rule does, where a median of three jumps
+    whenever the middle rule changes; trimming keeps a rule that went wild (a spike read
+    as the steepest descent) out of it.
+    """
+    logs = np.array([math.log10(v) for v in values if v > 0 and math.isfinite(v)])
+    if not len(logs):
+        return math.nan
+    centre = float(np.median(logs))
+    return float(10 ** logs[np.abs(logs - centre) <= within].mean())
+
+
 def spread(values: Sequence[float]) -> float:
     """The largest over the smallest value (1.0: all agree)."""
     finite = [v for v in values if v > 0 and math.isfinite(v)]
@@ -99,7 +113,7 @@ class Marks:
 
     Attributes:
         rules: Rule name -> suggested LR.
-        combined: The geometric median of the rules.
+        combined: The rules' trimmed geometric mean, times the calibration ``scale``.
         smooth: The centred smoothed loss the rules read (for plotting).
     """
 
@@ -108,8 +122,17 @@ class Marks:
     smooth: np.ndarray
 
 
-def read_curve(lrs: np.ndarray, losses: np.ndarray, *, window: float) -> Marks:
-    """Applies every rule to one range-test curve."""
+def read_curve(lrs: np.ndarray, losses: np.ndarray, *, window: float, scale: float = 1.0) -> Marks:
+    """Applies every rule to one range-test curve.
+
+    Args:
+        lrs: The LR of each step.
+        losses: The raw loss of each step.
+        window: Width of the centred smoothing, in decades.
+        scale: Multiplies the rules' trimmed geometric mean into the combined suggestion: the rules
+            mark where a short test's loss falls fastest, and the best constant LR of a long
+            run sits higher, nearer the edge of stability (``finder.scale``).
+    """
     log_lrs = np.log10(np.asarray(lrs, dtype=float))
     # A last non-finite loss (the step that stopped the test) has no place on the curve.
     values = np.asarray(losses, dtype=float)
@@ -117,4 +140,4 @@ def read_curve(lrs: np.ndarray, losses: np.ndarray, *, window: float) -> Marks:
     log_lrs, values = log_lrs[keep], values[keep]
     smooth = centred(log_lrs, despike(values), window=window)
     rules = {name: rule(log_lrs, smooth) for name, rule in _RULES.items()}
-    return Marks(rules, log_median(list(rules.values())), smooth)
+    return Marks(rules, scale * trimmed_log_mean(list(rules.values())), smooth)

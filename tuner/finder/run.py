@@ -29,7 +29,8 @@ class FinderResult:
     """The range test's answer over all seeds.
 
     Attributes:
-        suggestion: The combined suggestion: the median over seeds of each seed's combined LR.
+        suggestion: The combined suggestion: the median over seeds of each seed's combined LR
+            (its rules' trimmed geometric mean times ``finder.scale``).
         spread: Largest over smallest of the seeds' combined LRs.
         rules: Rule name -> its median over seeds.
         rule_spreads: Rule name -> its spread over seeds.
@@ -105,7 +106,7 @@ def measure(
         curve = one_seed(cfg, datamodule, fabric, seed)
         if not lead:
             continue
-        mark = read_curve(curve.lrs, curve.losses, window=float(finder.window))
+        mark = read_curve(curve.lrs, curve.losses, window=float(finder.window), scale=float(finder.scale))
         curves.append(curve)
         marks.append(mark)
         rules = "  ".join(f"{name} {mark.rules[name]:.2e}" for name in RULES)
@@ -191,7 +192,9 @@ def _print_summary(result: FinderResult, say: Callable[[str], None]) -> None:
     say(f"{'rule':<10} {'median lr':>10} {'spread':>8}   (over {n} seed{'s' if n != 1 else ''})")
     for name in RULES:
         say(f"{name:<10} {result.rules[name]:>10.3e} {result.rule_spreads[name]:>7.2f}x")
-    say(f"{'combined':<10} {result.suggestion:>10.3e} {result.spread:>7.2f}x   <- suggested lr")
+    scale = float(result.settings.get("scale", 1.0))
+    how = f" ({scale:g} x the rules' mean)" if scale != 1 else ""
+    say(f"{'combined':<10} {result.suggestion:>10.3e} {result.spread:>7.2f}x   <- suggested lr{how}")
     say(f"plot: {result.png}")
 
 

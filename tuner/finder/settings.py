@@ -44,6 +44,8 @@ def check_finder(cfg: DictConfig, specs: Sequence[ParamSpec]) -> None:
         raise UserError("finder.diverge_factor", f.diverge_factor, "give a number > 1, e.g. 4")
     if not _number(f.window) or f.window <= 0:
         raise UserError("finder.window", f.window, "give a width in decades > 0, e.g. 0.2")
+    if not _number(f.scale) or f.scale <= 0:
+        raise UserError("finder.scale", f.scale, "give a number > 0 (1: the rules' median as it is)")
     seeds = f.seeds
     if (
         not isinstance(seeds, (ListConfig, list))
