@@ -111,6 +111,13 @@ def log_error(suggested: float, best: float) -> float:
     return abs(math.log10(suggested / best))
 
 
+def regret(lr: float, found: dict[str, Any]) -> float:
+    """Points of val_acc lost at ``lr`` against the grid's best (seed means, linear in log LR)."""
+    table = sorted((float(k), v) for k, v in found["mean_val_acc"].items())
+    value = np.interp(math.log10(lr), [math.log10(k) for k, _ in table], [v for _, v in table])
+    return 100 * (float(found["best_value"]) - float(value))
+
+
 if __name__ == "__main__":  # computing the oracles alone: python scripts/bench/_tasks.py
     os.environ.setdefault("TUNER_HOME", "/tmp/tuner-bench")
     for name in TASKS:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import numpy as np
-from _tasks import TASKS, compose_task, log_error, oracle
+from _tasks import TASKS, compose_task, log_error, oracle, regret
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -96,7 +96,8 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
             enable_model_summary=False,
             default_root_dir=root,
         )
-        found = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False)
+        with open(os.devnull, "w") as sink, contextlib.redirect_stderr(sink):  # its progress bar
+            found = Tuner(trainer).lr_find(module, datamodule=datamodule, update_attr=False)
     suggestion = found.suggestion() if found is not None else None
     return {
         "lr": float(suggestion) if suggestion else float("nan"),
@@ -159,12 +160,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 "ours_median": our_median,
                 "ours_error": our_error,
                 "ours_spread": our_spread,
+                "ours_regret": regret(our_median, oracles[t]),
                 "ours_single_seed_error": single_error,
                 "ours_single_seed_spread": single_spread,
                 "ours_steps": int(np.mean([r["steps"] for r in mine])),
                 "lightning_median": pl_median,
                 "lightning_error": pl_error,
                 "lightning_spread": pl_spread,
+                "lightning_regret": regret(pl_median, oracles[t]),
                 "lightning_steps": int(np.mean([r["steps"] for r in theirs])),
                 "ours": mine,
                 "lightning": theirs,
@@ -198,21 +201,26 @@ def run_studies(tasks: list[str], oracles: dict[str, Any], args: argparse.Namesp
 
 def markdown(out: dict[str, Any]) -> str:
     lines = [
-        "| task | grid-best LR | ours: median | ours: error | ours: spread | ours (1 seed): error / spread "
-        "| lightning: median | lightning: error | lightning: spread |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| task | grid-best LR | ours: median | ours: error | ours: spread | ours: regret "
+        "| ours, 1 seed: error / spread | lightning: median | lightning: error | lightning: spread "
+        "| lightning: regret |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in out["rows"]:
         lines.append(
             f"| {r['task']} | {r['grid_best_lr']:.2e} | {r['ours_median']:.2e} | {r['ours_error']:.2f} "
-            f"| {r['ours_spread']:.2f}x | {r['ours_single_seed_error']:.2f} / {r['ours_single_seed_spread']:.2f}x "
-            f"| {r['lightning_median']:.2e} | {r['lightning_error']:.2f} | {r['lightning_spread']:.2f}x |"
+            f"| {r['ours_spread']:.2f}x | {r['ours_regret']:.1f} "
+            f"| {r['ours_single_seed_error']:.2f} / {r['ours_single_seed_spread']:.2f}x "
+            f"| {r['lightning_median']:.2e} | {r['lightning_error']:.2f} | {r['lightning_spread']:.2f}x "
+            f"| {r['lightning_regret']:.1f} |"
         )
     lines.append("")
     lines.append(
-        f"{out['repeats']} repeats per method. Error: |log10(median suggestion / grid-best)|; spread: max/min "
-        f"over repeats. Ours: {out['rows'][0]['ours_steps']} range-test steps per suggestion (3 seeds); "
-        f"ours (1 seed): each seed's own suggestion; lightning: lr_find defaults "
+        f"{out['repeats']} repeats (seeds) per method. error: |log10(median suggestion / grid-best)|; spread: "
+        "max/min over the repeats; regret: points of seed-mean val_acc lost at the median suggestion "
+        "against the grid's best (interpolated along the grid). "
+        f"Ours: {out['rows'][0]['ours_steps']} range-test steps per suggestion (3 seeds, median); "
+        "ours, 1 seed: every seed's own suggestion; lightning: lr_find with its defaults "
         f"({out['rows'][0]['lightning_steps']} steps)."
     )
     if "studies" in out:
@@ -248,7 +256,7 @@ def main() -> None:
     table = markdown(out)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "finder-quick" if args.quick else "finder"
+    name = "finder-studies" if args.studies else "finder-quick" if args.quick else "finder"
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=1))
     (RESULTS / f"{name}.md").write_text(table + "\n")
     print(f"\n{out['seconds']} s; results in {RESULTS / name}.json and .md")

@@ -52,10 +52,6 @@ class FinderResult:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FinderResult:
-        return cls(**data)
-
 
 def make_fabric(cfg: DictConfig) -> Fabric:
     """A launched Fabric on the trainer's accelerator, devices, strategy and precision."""
