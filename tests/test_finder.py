@@ -183,6 +183,8 @@ def test_bad_finder_setting_is_one_line(run_cli) -> None:
     assert len(err.strip().splitlines()) == 1
     code, _, err = run_cli(*TINY, "search.from_finder=true", "search.finder_param=warmup_fraction")
     assert code == 2 and "search.finder_param='warmup_fraction'" in err
+    code, _, err = run_cli(*TINY, "search=optimizer_family", "search.from_finder=true")
+    assert code == 2 and err.startswith("error: search.from_finder=True: the range test runs")
 
 
 @pytest.mark.slow

@@ -67,6 +67,14 @@ def _check_narrowing(cfg: DictConfig, specs: Sequence[ParamSpec]) -> None:
         raise UserError(
             "search.finder_param", name, "name the search parameter that sets optimizer.lr (e.g. lr)"
         )
+    switching = next((s for s in specs if s.path == "optimizer.name"), None)
+    if switching is not None:
+        raise UserError(
+            "search.from_finder",
+            True,
+            f"the range test runs the configured optimizer, but search.params.{switching.name} switches "
+            "optimizers; narrow a space with a fixed optimizer (e.g. search=lr)",
+        )
     if spec.kind != "float" or spec.path != "optimizer.lr":
         raise UserError(
             "search.finder_param",
