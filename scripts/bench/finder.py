@@ -123,8 +123,12 @@ def study(task: str, seed: int, from_finder: bool, n_trials: int) -> dict[str, A
             f"study.n_trials={n_trials}",
             f"search.from_finder={str(from_finder).lower()}",
         )
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
+        with (
+            open(os.devnull, "w") as sink,
+            contextlib.redirect_stdout(sink),
+            StudyProgress(quiet=True, stream=sink) as progress,
+        ):
+            result = tune(cfg, validate(cfg), progress=progress)
         values = [float(t.value) if t.value is not None else 0.0 for t in result.study.trials]
     return {"task": task, "seed": seed, "from_finder": from_finder, "values": values}
 
