@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 import pytorch_lightning as pl
-from mlflow.entities import Param, RunTag
+from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from tuner.build import plain
@@ -110,8 +110,7 @@ def _record(tracker: Tracker, parent: str, record: dict[str, Any]) -> None:
         "tuner.finder.run_id": str(result.get("run_id")),
         "tuner.finder.png": str(result.get("png")),
     }
-    tracker.client.log_batch(
-        parent,
-        params=[Param(k, repr(float(v))) for k, v in params.items()],
-        tags=[RunTag(k, v) for k, v in tags.items()],
-    )
+    # Through the tracker's writer, in order with the study's other writes.
+    batch = [Param(k, repr(float(v))) for k, v in params.items()]
+    tracker.submit(lambda: tracker.client.log_batch(parent, params=batch))
+    tracker.set_tags(parent, tags)

@@ -12,14 +12,15 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric import Fabric
-from omegaconf import DictConfig
+from mlflow.entities import Param
+from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
 from tuner.optimizers import build_optimizer
-from tuner.tracking import ROLE_TAG, STUDY_TAG, Tracker
+from tuner.tracking import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
 
 PNG_NAME, JSON_NAME = "finder.png", "finder.json"
 
@@ -196,33 +197,43 @@ def _print_summary(result: FinderResult, say: Callable[[str], None]) -> None:
 
 def _log_run(
     cfg: DictConfig, result: FinderResult, curves_json: Path, *, tracker: Tracker | None, parent: str | None
-) -> str:
-    """The finder's MLflow run in the study's experiment: settings, suggestions, plot, curves."""
+) -> str | None:
+    """The finder's MLflow run in the study's experiment: settings, suggestions, plot, curves.
+
+    Nested under the study's parent run when there is one (``search.from_finder``), through
+    the study's tracker and its spool; on its own otherwise (``mode=find``).
+    """
     from tuner.tune import tracking_uri
 
     name = str(cfg.study.name)
-    own = tracker is None
-    tracker = tracker or Tracker(
-        tracking_uri(cfg), experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts"
-    )
     tags = {ROLE_TAG: "finder", STUDY_TAG: name}
-    if parent:
-        tags["mlflow.parentRunId"] = parent
-    client = tracker.client
-    run_id = str(client.create_run(tracker.experiment_id, run_name="lr-finder", tags=tags).info.run_id)
-    for key, value in result.settings.items():
-        client.log_param(run_id, f"finder.{key}", value)
-    for key in ("model", "data", "optimizer"):
-        client.log_param(run_id, key, cfg[key].get("name", cfg[key].get("_target_")))
-    client.log_metric(run_id, "suggested_lr", result.suggestion)
-    client.log_metric(run_id, "spread", result.spread)
+    params: dict[str, Any] = {f"finder.{key}": value for key, value in result.settings.items()}
+    params.update(
+        {key: cfg[key].get("name", cfg[key].get("_target_")) for key in ("model", "data", "optimizer")}
+    )
+    own = tracker is None
+    if tracker is None:
+        tracker = Tracker(
+            tracking_uri(cfg), experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts"
+        )
+    if parent is not None:
+        run = tracker.start_run(
+            parent, run_name="lr-finder", tags=tags, params=params, config_yaml=OmegaConf.to_yaml(cfg)
+        )
+    else:
+        run_id = tracker.client.create_run(tracker.experiment_id, run_name="lr-finder", tags=tags).info.run_id
+        tracker.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        run = TrialRun(tracker, run_id)
+    metrics = {"suggested_lr": result.suggestion, "spread": result.spread}
     for rule in RULES:
         slug = rule.replace("/", "_over_")
-        client.log_metric(run_id, f"lr_{slug}", result.rules[rule])
-        client.log_metric(run_id, f"spread_{slug}", result.rule_spreads[rule])
-    client.log_artifact(run_id, str(result.png))
-    client.log_artifact(run_id, str(curves_json))
-    client.set_terminated(run_id, "FINISHED")
+        metrics[f"lr_{slug}"] = result.rules[rule]
+        metrics[f"spread_{slug}"] = result.rule_spreads[rule]
+    run.log_metrics(0, metrics)
+    run.log_artifact(Path(str(result.png)))
+    run.log_artifact(curves_json)
+    run.end("COMPLETE", value=None, reason=None)
     if own:
-        tracker.close()
-    return run_id
+        for error in tracker.close():
+            print(f"warning: MLflow write failed: {error}")
+    return run.mlflow_id
