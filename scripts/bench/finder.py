@@ -67,23 +67,36 @@ def ours(task: str, repeat: int) -> dict[str, Any]:
 
 
 def lightning(task: str, repeat: int) -> dict[str, Any]:
-    """Lightning's lr_find with its defaults on the same TrialModule a trial trains."""
+    """Lightning's lr_find with its defaults, on the task's net, optimizer and data.
+
+    ``lr_find`` wants a plain LightningModule (automatic optimization, one batch a step);
+    the trials' ``TrialModule`` takes several optimizer steps per Lightning step, so the
+    baseline gets the plain classifier Lightning's documentation shows.
+    """
     _setup()
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
+    from torch.nn import functional as F
 
     from tuner.build import build_datamodule, build_model, plain
-    from tuner.training import TrialModule
+    from tuner.optimizers import build_optimizer
+
+    class Classifier(pl.LightningModule):
+        def __init__(self, net: Any, spec: dict[str, Any]) -> None:
+            super().__init__()
+            self.net, self.spec = net, spec
+
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            x, y = batch
+            return F.cross_entropy(self.net(x), y)
+
+        def configure_optimizers(self) -> Any:
+            return build_optimizer(self.net, self.spec)
 
     cfg = compose_task(task, f"seed={repeat}")
     pl.seed_everything(repeat, verbose=False)
     datamodule = build_datamodule(cfg)
-    module = TrialModule(
-        build_model(cfg, datamodule),
-        optimizer=plain(cfg.optimizer),
-        schedule=plain(cfg.schedule),
-        total_steps=int(cfg.trainer.max_steps),
-    )
+    module = Classifier(build_model(cfg, datamodule), plain(cfg.optimizer))
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as root:
         trainer = pl.Trainer(
