@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 from tuner.arms import check_arms
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
+from tuner.finder.settings import check_finder
 from tuner.optimizers import validate_optimizer
 from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
@@ -77,6 +78,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     validate_report(cfg)
     check_space(cfg, specs)
     check_arms(cfg, check_trial)
+    check_finder(cfg, specs)
     return specs
 
 

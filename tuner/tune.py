@@ -28,6 +28,7 @@ from tuner.coordination import (
     requeue,
 )
 from tuner.errors import StudyStopped, UserError
+from tuner.finder.narrow import narrow_from_finder
 from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
@@ -97,6 +98,7 @@ def tune(
     poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
     grace = cfg.storage.get("grace_period")
     try:
+        specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
         # A stop signal ends the study at the next safe point (see tuner.stopping).
         with stopping.graceful_stop():
             while True:

@@ -42,14 +42,15 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.shard = shard
-        self._generator = torch.Generator().manual_seed(seed)
+        #: The permutation stream; reseeding it changes the batch order from the next epoch on.
+        self.generator = torch.Generator().manual_seed(seed)
 
     def __len__(self) -> int:
         return -(-len(self.x) // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self.x)
-        order = torch.randperm(n, generator=self._generator) if self.shuffle else torch.arange(n)
+        order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         rank, world = self.shard
         for start in range(0, n, self.batch_size):
             index = order[start : start + self.batch_size]

@@ -1,0 +1,116 @@
+"""``search.from_finder=true``: run the range test before a study, search around its answer.
+
+The study is fingerprinted on the *configured* space (and on the switch itself), not on the
+narrowed bounds, and the finder's answer is stored in the study's user attributes: running
+the same command again reopens the same study and searches the same narrowed range
+without repeating the range test.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import optuna
+import pytorch_lightning as pl
+from mlflow.entities import Param
+from omegaconf import DictConfig
+
+from tuner.build import plain
+from tuner.space import ParamSpec
+from tuner.study import build_sampler
+from tuner.tracking import Tracker
+
+FINDER_ATTR = "tuner.finder"
+
+
+def narrow_bounds(low: float, high: float, suggestion: float, factor: float) -> tuple[float, float]:
+    """``[suggestion / factor, suggestion * factor]``, slid inside ``[low, high]``.
+
+    The configured range is the person's prior: a suggestion outside it moves the window to
+    the nearer end rather than past it, and a range already narrower than the window stays.
+    """
+    if high / low <= factor**2:
+        return low, high
+    centre = min(max(suggestion, low * factor), high / factor)
+    return centre / factor, centre * factor
+
+
+def narrow_from_finder(
+    cfg: DictConfig,
+    specs: Sequence[ParamSpec],
+    study: optuna.Study,
+    datamodule: pl.LightningDataModule,
+    *,
+    tracker: Tracker,
+    parent: str,
+    echo: Callable[[str], None] = print,
+) -> list[ParamSpec]:
+    """The search space with the LR parameter narrowed around the range test's suggestion.
+
+    Without ``search.from_finder`` the space comes back unchanged. Records the finder's
+    result and the bounds on the study's parent run (params ``finder.*``, tags ``tuner.finder.*``).
+    """
+    if not cfg.search.get("from_finder", False):
+        return list(specs)
+    name = str(cfg.search.get("finder_param", "lr"))
+    spec = next(s for s in specs if s.name == name)
+    record: dict[str, Any] | None = study.user_attrs.get(FINDER_ATTR)
+    if record is None:
+        from tuner.finder.run import find
+
+        result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)
+        low, high = narrow_bounds(
+            float(spec.low or 0), float(spec.high or 0), result.suggestion, float(cfg.search.finder_factor)
+        )
+        record = {
+            "param": name,
+            "low": low,
+            "high": high,
+            "configured": [spec.low, spec.high],
+            "factor": float(cfg.search.finder_factor),
+            "result": result.to_dict(),
+        }
+        study.set_user_attr(FINDER_ATTR, record)
+    else:
+        echo(f"finder: reusing the range test stored with study {study.study_name} (not run again)")
+        if record["result"]["settings"] != plain(cfg.finder):
+            echo(
+                "note: the finder settings differ from those this study was narrowed with; they are "
+                "ignored (pick a new study.name to run the range test again)"
+            )
+    narrowed = [replace(s, low=record["low"], high=record["high"]) if s.name == name else s for s in specs]
+    if cfg.sampler.name == "grid":  # a grid is fixed when the sampler is built
+        study.sampler = build_sampler(cfg, narrowed)
+    _record(tracker, parent, record)
+    result = record["result"]
+    echo(
+        f"finder: lr {result['suggestion']:.3g} (spread x{result['spread']:.2f} over "
+        f"{len(result['per_seed'])} seeds) -> search.params.{name} in [{record['low']:.3g}, "
+        f"{record['high']:.3g}] (configured [{spec.low:g}, {spec.high:g}])"
+    )
+    return narrowed
+
+
+def _record(tracker: Tracker, parent: str, record: dict[str, Any]) -> None:
+    result = record["result"]
+    name = record["param"]
+    params = {
+        "finder.suggested_lr": result["suggestion"],
+        "finder.spread": result["spread"],
+        f"finder.{name}.low": record["low"],
+        f"finder.{name}.high": record["high"],
+        "finder.factor": record["factor"],
+    }
+    tags = {
+        "tuner.finder.rules": json.dumps(result["rules"]),
+        "tuner.finder.seeds": json.dumps([s["seed"] for s in result["per_seed"]]),
+        "tuner.finder.run_id": str(result.get("run_id")),
+        "tuner.finder.png": str(result.get("png")),
+    }
+    # Through the tracker's writer, in order with the study's other writes.
+    batch = [Param(k, repr(float(v))) for k, v in params.items()]
+    tracker.submit(lambda: tracker.client.log_batch(parent, params=batch))
+    tracker.set_tags(parent, tags)
