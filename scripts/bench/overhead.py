@@ -43,8 +43,9 @@ def raw_loop(cfg, datamodule) -> float:
     total, every = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
     scheduler = build_scheduler(optimizer, plain(cfg.schedule), total)
     step, losses, lrs = 0, [], []
+    loader = datamodule.train_dataloader()  # one loader: each pass reshuffles, as in a trial
     while step < total:
-        for x, y in datamodule.train_dataloader():
+        for x, y in loader:
             lrs.append(optimizer.param_groups[0]["lr"])
             loss = F.cross_entropy(net(x), y)
             optimizer.zero_grad()
@@ -86,6 +87,34 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
     return time.perf_counter() - start
 
 
+def measure(cfg, datamodule, *, pairs: int, say=print) -> dict:
+    """Median seconds of a raw loop and of a framework trial on ``cfg``, and their ratio.
+
+    One warm-up of each, then ``pairs`` alternating A/B runs in this process.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
+        parent = tracker.parent_run("bench", params={})
+        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+        framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports
+        raw_loop(cfg, datamodule)
+        raw, framework = [], []
+        for i in range(pairs):
+            raw.append(raw_loop(cfg, datamodule))
+            framework.append(framework_trial(cfg, datamodule, study, tracker, parent))
+            say(f"pair {i + 1}/{pairs}: raw {raw[-1]:.2f}s framework {framework[-1]:.2f}s")
+        tracker.close()
+    return {
+        "model": cfg.model._target_,
+        "data": cfg.data._target_,
+        "steps": int(cfg.trainer.max_steps),
+        "pairs": pairs,
+        "raw_s": round(statistics.median(raw), 3),
+        "framework_s": round(statistics.median(framework), 3),
+        "ratio": round(statistics.median(framework) / statistics.median(raw), 3),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,34 +127,13 @@ def main() -> None:
     steps = ["trainer.max_steps=500"] if args.quick else []
     pairs = 3 if args.quick else args.pairs
     cfg = compose(["pruner=none", *steps, *args.overrides])
-    datamodule = build_datamodule(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
-        parent = tracker.parent_run("bench", params={})
-        study = optuna.create_study(direction="maximize")
-        framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports
-        raw_loop(cfg, datamodule)
-        raw, framework = [], []
-        for i in range(pairs):
-            raw.append(raw_loop(cfg, datamodule))
-            framework.append(framework_trial(cfg, datamodule, study, tracker, parent))
-            print(f"pair {i + 1}/{pairs}: raw {raw[-1]:.2f}s framework {framework[-1]:.2f}s", flush=True)
-        tracker.close()
-    ratio = statistics.median(framework) / statistics.median(raw)
-    row = {
-        "model": cfg.model._target_,
-        "data": cfg.data._target_,
-        "steps": int(cfg.trainer.max_steps),
-        "raw_s": round(statistics.median(raw), 3),
-        "framework_s": round(statistics.median(framework), 3),
-        "ratio": round(ratio, 3),
-    }
+    row = measure(cfg, build_datamodule(cfg), pairs=pairs, say=lambda line: print(line, flush=True))
     print("\n| model | steps | raw loop (s) | framework trial (s) | ratio |\n|---|---|---|---|---|")
     print(f"| {row['model']} | {row['steps']} | {row['raw_s']} | {row['framework_s']} | {row['ratio']} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
     out = RESULTS / f"overhead-{stamp}.json"
-    out.write_text(json.dumps({"date": stamp, "machine": platform.node(), "pairs": pairs, **row}, indent=2))
+    out.write_text(json.dumps({"date": stamp, "machine": platform.node(), **row}, indent=2))
     print(f"written {out}")
 
 
