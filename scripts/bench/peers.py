@@ -213,8 +213,10 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
             f"sampler.seed={sampler_seed(job, attempt)}",
         )
         with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
+            result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
         study = optuna.load_study(study_name="bench", storage=build_storage(cfg))
+        if len(study.trials) <= done:
+            raise RuntimeError(f"the study ran no trial: {result.stopped_because}")
         attempt += 1
     assert study is not None
     return trace_of(study, started, setup_steps=setup_steps(study) if setup_steps else 0)
@@ -281,12 +283,8 @@ def tpe_per_process(job: Job) -> Trace:
     from tuner.study import build_storage
 
     cfg = _compose(job)
-    storage = build_storage(cfg)
-    started, k = datetime.now(), 0
-    while True:
-        names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
-        if "bench" in names and _spent(optuna.load_study(study_name="bench", storage=storage)) >= job.budget:
-            break
+    started, spent, k = datetime.now(), 0, 0
+    while spent < job.budget:
         k += 1
         argv = [
             "--quiet",
@@ -299,8 +297,9 @@ def tpe_per_process(job: Job) -> Trace:
         code = _fresh_process(argv, job.home, cold=job.cold_processes)
         if code != 0:
             raise RuntimeError(f"python -m tuner {' '.join(argv)} exited with {code}")
-        storage = build_storage(cfg)  # the journal as the processes left it
-    return trace_of(optuna.load_study(study_name="bench", storage=storage), started)
+        study = optuna.load_study(study_name="bench", storage=build_storage(cfg))
+        spent = _spent(study)
+    return trace_of(study, started)
 
 
 PEERS: list[Peer] = [

@@ -1,8 +1,9 @@
 """The benchmark tasks and the search space every peer of the suite shares.
 
-Task names and their data / model / optimizer are those of the finder benchmark
-(``mnist1d-cnn-adam``, ``mnist1d-mlp-sgd``, ``digits-mlp-adamw``), so oracles and results of
-both speak of the same tasks. The suite adds its own trial length, schedule base and a
+Task names follow the finder benchmark's (``mnist1d-cnn-adam`` and ``mnist1d-mlp-sgd`` are
+its tasks), so results of both speak of the same tasks. Its ``digits-mlp-adamw`` is left
+out here: at 1,000 steps AdamW is within a point of its best over two decades of LR, too
+flat to tell searches apart; SGD on digits is not. The suite adds its own trial length, schedule base and a
 fixed data split (``data.seed=0``): the seed of a run then changes the model's
 initialisation and the sampler, never the validation set the oracle was measured on.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 TASKS: dict[str, list[str]] = {
     "mnist1d-cnn-adam": ["data=mnist1d", "model=cnn1d", "optimizer=adam"],
     "mnist1d-mlp-sgd": ["data=mnist1d", "model=mlp", "optimizer=sgd"],
-    "digits-mlp-adamw": ["data=digits", "model=mlp", "optimizer=adamw"],
+    "digits-mlp-sgd": ["data=digits", "model=mlp", "optimizer=sgd"],
 }
 
 
@@ -24,7 +25,7 @@ class Space:
     """The search space: a log-uniform peak LR and a schedule family (no warmup)."""
 
     low: float = 1e-4
-    high: float = 0.3
+    high: float = 1.0
     schedules: tuple[str, ...] = ("constant", "linear", "cosine")
 
     def overrides(self) -> list[str]:
