@@ -2,8 +2,9 @@
 
 Both train the same model from the same initial weights on the same batches for the same
 number of steps, with the same optimizer, schedule and validation interval. The framework
-side is a whole trial: Optuna trial, MLflow nested run (per-step LR and loss), Lightning
-fit with pruning and divergence callbacks, test evaluation. Runs alternate A/B in one
+side is a whole trial: Optuna trial, MLflow nested run (per-step LR and loss, the LR
+curve plot a study draws per trial), Lightning fit with pruning and divergence callbacks,
+test evaluation. Runs alternate A/B in one
 process and the ratio of medians is reported, so machine noise hits both sides alike.
 
     python scripts/bench/overhead.py [--quick] [model=mlp ...overrides]
@@ -26,6 +27,7 @@ from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
+from tuner.lr_plots import planned_lrs
 from tuner.objective import run_trial
 from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
@@ -81,6 +83,8 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
         parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml=""
     )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
+    # As a study's trial does (tuner.tune): the LR curve plot, drawn on the tracker's thread.
+    run.log_lr_curve(planned=planned_lrs(cfg), title="bench")
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)
     tracker._writer.drain()  # the trial's records are in the store before the clock stops

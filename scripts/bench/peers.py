@@ -209,6 +209,7 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
             job,
             *more,
             "study.name=bench",
+            "report.enabled=false",
             f"study.n_trials={total}",
             f"sampler.seed={sampler_seed(job, attempt)}",
         )
@@ -291,6 +292,7 @@ def tpe_per_process(job: Job) -> Trace:
             *job.overrides(),
             "pruner=none",
             "study.name=bench",
+            "report.enabled=false",
             f"study.n_trials={k}",
             f"sampler.seed={sampler_seed(job, k - 1)}",
         ]
