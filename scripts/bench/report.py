@@ -3,6 +3,7 @@ reaching it, best value at equal budget; the Markdown table and the best-so-far 
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from collections.abc import Sequence
@@ -61,9 +62,21 @@ def goal_ratios(rows: dict[str, dict[str, Any]], *, ours: str, peers: Sequence[s
 
 
 def median_task(ratios: Sequence[float]) -> float:
-    """The median over tasks of a ratio, leaving out tasks where it is undefined."""
+    """The median over tasks of a ratio, leaving out tasks where it is undefined; of an even
+    count, the lower middle value (the one less favourable to us)."""
     defined = [r for r in ratios if not math.isnan(r)]
-    return statistics.median(defined) if defined else math.nan
+    return statistics.median_low(defined) if defined else math.nan
+
+
+def goals(result: dict[str, Any], peers: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per peer: its steps to target over ours on each task, and on the median task."""
+    out: dict[str, dict[str, float]] = {}
+    for task, block in result["tasks"].items():
+        for peer, ratio in goal_ratios(block["peers"], ours=OURS, peers=peers).items():
+            out.setdefault(peer, {})[task] = ratio
+    for per_task in out.values():
+        per_task["median"] = median_task(list(per_task.values()))
+    return out
 
 
 def _num(value: float, fmt: str, budget: int | None = None) -> str:
@@ -153,13 +166,14 @@ def plot(result: dict[str, Any], traces: dict[str, dict[str, list[Trace]]], path
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         block = result["tasks"][task]
+        styles = itertools.cycle(["-", "--", "-.", ":"])  # peers that agree stay visible
         for peer, runs in traces[task].items():
             curves = np.array([_curve(t, grid) for t in runs], dtype=float)
             # A seed with no finished trial yet ranks below any value; where that is the
             # median, the peer has no median value yet.
             median = np.median(np.where(np.isnan(curves), -1.0, curves), axis=0)
             median[median < 0] = np.nan
-            ax.step(grid, median, where="post", label=peer)
+            ax.step(grid, median, where="post", label=peer, linestyle=next(styles), alpha=0.85)
         ax.axhline(block["target"], color="k", linestyle="--", linewidth=0.8, label="target (oracle - 1 pt)")
         ax.set_title(task)
         ax.set_xlabel("training steps (all trials)")

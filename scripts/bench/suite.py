@@ -228,13 +228,7 @@ def assemble(size, space, peers, skipped, oracles, traces, overheads, started, l
             "peers": rows,
             "overhead": overheads.get(task),
         }
-    goals: dict[str, dict[str, float]] = {}
-    for task, block in result["tasks"].items():
-        for peer, ratio in report.goal_ratios(block["peers"], ours=report.OURS, peers=GOAL_PEERS).items():
-            goals.setdefault(peer, {})[task] = ratio
-    for per_task in goals.values():
-        per_task["median"] = report.median_task(list(per_task.values()))
-    result["goals"] = goals
+    result["goals"] = report.goals(result, GOAL_PEERS)
     return result
 
 
@@ -257,18 +251,25 @@ def main() -> None:
     )
     parser.add_argument("--oracles", type=Path, default=HERE / "oracles")
     parser.add_argument("--results", type=Path, default=HERE / "results")
+    parser.add_argument("--render", type=Path, help="only write the table and plot of a saved results JSON")
     args = parser.parse_args()
-    from tuner._quiet import quiet_libraries
+    if args.render:
+        result = json.loads(args.render.read_text())
+        result["goals"] = report.goals(result, GOAL_PEERS)
+        stem = str(args.render.with_suffix(""))
+    else:
+        from tuner._quiet import quiet_libraries
 
-    quiet_libraries()
-    result = run(args)
+        quiet_libraries()
+        result = run(args)
+        result["workers"] = args.workers
+        args.results.mkdir(parents=True, exist_ok=True)
+        stem = str(args.results / f"suite-{result['size']['name']}-{result['date']}-{platform.node()}")
+        Path(f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     table = report.markdown(result)
-    args.results.mkdir(parents=True, exist_ok=True)
-    stem = str(args.results / f"suite-{result['size']['name']}-{result['date']}-{platform.node()}")
-    Path(f"{stem}.json").write_text(json.dumps(result, indent=1, default=str))
     header = (
         f"Suite ({result['size']['name']} size) on {result['machine']}, {result['date']}, "
-        f"{result['seconds']:.0f} s ({result['cpu_s']:.0f} CPU-s in jobs, {args.workers} workers); "
+        f"{result['seconds']:.0f} s ({result['cpu_s']:.0f} CPU-s in jobs, {result.get('workers', 2)} workers); "
         f"load average {result['load_average']['start'][0]:.1f} at the start"
     )
     Path(f"{stem}.md").write_text(f"{header}\n\n{table}\n")
