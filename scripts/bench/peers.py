@@ -1,11 +1,11 @@
 """The peers of the suite: ways to tune a learning rate, each run on one task, seed and budget.
 
-Every peer spends at most ``Job.budget`` training steps (optimizer steps, counted over
-all its trials, pruned ones for the steps they took, plus any range test before them) and
-returns a trace: per trial, the steps spent when it ended, the seconds since the peer
-started, and its final validation accuracy (None for a pruned or failed trial). All train
-the same network the same way: the project's data tensors, model, optimizer and schedule
-builders, seeded alike; what differs is the search, the pruning and the harness.
+Every peer searches until its trials have spent ``Job.budget`` training steps (optimizer
+steps over all its trials, pruned ones for the steps they took, plus any range test before
+them; the figures count only trials that ended within the budget) and returns a trace
+(``jobs.py``). All train the same network the same way: the project's data tensors, model,
+optimizer and schedule builders, seeded alike; what differs is the search, the pruning and
+the harness.
 
 Adding a peer: write ``def my_peer(job: Job) -> Trace`` and add a :class:`Peer` to ``PEERS``;
 ``needs`` names a config key the peer depends on, so it runs only once that feature exists.
@@ -16,43 +16,16 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import subprocess
-import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import optuna
 import torch
+from jobs import Job, Trace, compose_job, sampler_seed, steps_spent, trace_of
 from rawloop import LitClassifier, raw_trial
-from tasks import Space, task_overrides
-
-Trace = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Job:
-    """One peer run: the task, its seed, the trial length, the step budget, an empty home."""
-
-    task: str
-    seed: int
-    steps: int
-    val_every: int
-    budget: int
-    home: str
-    space: Space = field(default_factory=Space)
-    extra: tuple[str, ...] = ()
-    cold_processes: bool = False
-
-    def overrides(self) -> list[str]:
-        """The task, its trial length, the shared search space and the seed."""
-        return [
-            *task_overrides(self.task, steps=self.steps, val_every=self.val_every),
-            *self.extra,
-            *self.space.overrides(),
-            f"seed={self.seed}",
-        ]
+from sweeper import tpe_per_process
 
 
 @dataclass(frozen=True)
@@ -65,60 +38,24 @@ class Peer:
     needs: str | None = None
 
 
-def _compose(job: Job, *more: str) -> Any:
-    from tuner.cli import compose
-
-    os.environ["TUNER_HOME"] = job.home
-    return compose([*job.overrides(), *more])
-
-
-def trace_of(study: optuna.Study, started: datetime, *, setup_steps: int = 0) -> Trace:
-    """The trace of a finished study, trials in the order they ended."""
-    done = [t for t in study.get_trials(deepcopy=False) if t.datetime_complete is not None]
-    done.sort(key=lambda t: (t.datetime_complete, t.number))
-    trials, spent = [], setup_steps
-    for t in done:
-        spent += int(t.user_attrs.get("steps", 0))
-        complete = t.state == optuna.trial.TrialState.COMPLETE
-        trials.append(
-            {
-                "steps": spent,
-                "seconds": (t.datetime_complete - started).total_seconds(),  # type: ignore[operator]
-                "value": float(t.value) if complete and t.value is not None else None,
-                "params": t.params,
-            }
-        )
-    return {"trials": trials, "setup_steps": setup_steps}
-
-
-def sampler_seed(job: Job, restart: int = 0) -> int:
-    """The sampler's seed: alike across peers for a run's seed (their random first draws
-    coincide, so peers are compared on the same luck), new for each restart of a process."""
-    return job.seed * 1000 + restart
-
-
-def _spent(study: optuna.Study) -> int:
-    return sum(int(t.user_attrs.get("steps", 0)) for t in study.get_trials(deepcopy=False))
-
-
 # --- hand-written: plain Optuna and a raw PyTorch loop ---------------------------------------
 
 
 def _raw_study(job: Job, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> Trace:
     from tuner.build import build_datamodule
 
-    cfg = _compose(job)
+    cfg = compose_job(job)
     datamodule = build_datamodule(cfg)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
     def objective(trial: optuna.Trial) -> float:
         lr = trial.suggest_float("lr", job.space.low, job.space.high, log=True)
         schedule = trial.suggest_categorical("schedule", list(job.space.schedules))
-        trial_cfg = _compose(job, f"optimizer.lr={lr}", f"schedule.name={schedule}")
+        trial_cfg = compose_job(job, f"optimizer.lr={lr}", f"schedule.name={schedule}")
         return raw_trial(trial_cfg, datamodule, trial)
 
     def stop_at_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
-        if _spent(study) >= job.budget:
+        if steps_spent(study) >= job.budget:
             study.stop()
 
     started = datetime.now()
@@ -148,7 +85,7 @@ def lightning_lr_find(job: Job) -> Trace:
     from tuner.build import build_datamodule, build_model, plain
     from tuner.objective import run_trial
 
-    cfg = _compose(job)
+    cfg = compose_job(job)
     datamodule = build_datamodule(cfg)
     started = datetime.now()
     pl.seed_everything(job.seed, verbose=False)
@@ -173,7 +110,7 @@ def lightning_lr_find(job: Job) -> Trace:
     suggestion = found.suggestion() if found is not None else None
     lr = float(suggestion) if suggestion else float(cfg.optimizer.lr)  # no suggestion: the config's LR
     searched = len(found.results["lr"]) if found is not None else 0
-    outcome = run_trial(_compose(job, f"optimizer.lr={lr}"), datamodule, trial=None, run=None)
+    outcome = run_trial(compose_job(job, f"optimizer.lr={lr}"), datamodule, trial=None, run=None)
     value = float(outcome.value) if outcome.state == "COMPLETE" and outcome.value is not None else None
     seconds = (datetime.now() - started).total_seconds()
     trial = {"steps": searched + outcome.steps, "seconds": seconds, "value": value, "params": {"lr": lr}}
@@ -198,14 +135,14 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
     started, total, attempt = datetime.now(), 0, 0
     study: optuna.Study | None = None
     while True:
-        spent = 0 if study is None else _spent(study) + (setup_steps(study) if setup_steps else 0)
-        if spent >= job.budget:
+        used = 0 if study is None else steps_spent(study) + (setup_steps(study) if setup_steps else 0)
+        if used >= job.budget:
             break
         done = len(study.trials) if study else 0
-        mean = _spent(study) / done if study and done else job.steps
-        remaining = job.budget - spent
+        mean = steps_spent(study) / done if study and done else job.steps
+        remaining = job.budget - used
         total += max(1, math.ceil(remaining / max(mean, 1)))
-        cfg = _compose(
+        cfg = compose_job(
             job,
             *more,
             "study.name=bench",
@@ -241,67 +178,6 @@ def tuner_finder(job: Job) -> Trace:
 def tuner_population(job: Job) -> Trace:
     """The default study with ``study.population=4`` (each member's steps count)."""
     return _tune_rounds(job, "study.population=4")
-
-
-# --- TPE without pruning, one trial per process (the Hydra Optuna sweeper's way) -------------
-
-
-def _fresh_process(argv: list[str], home: str, *, cold: bool) -> int:
-    """Runs ``python -m tuner argv`` in a new process; returns its exit code.
-
-    ``cold``: a new interpreter (imports paid per trial). Otherwise a fork of this worker,
-    which has imported the libraries already, as a reused launcher worker would have.
-    """
-    env = {**os.environ, "TUNER_HOME": home}
-    if cold:
-        done = subprocess.run(
-            [sys.executable, "-m", "tuner", *argv], env=env, capture_output=True, text=True, check=False
-        )
-        return done.returncode
-    pid = os.fork()
-    if pid == 0:  # the child: run the command line and leave without running the parent's cleanup
-        code = 1
-        try:
-            os.environ["TUNER_HOME"] = home
-            from tuner.cli import main
-
-            with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-                code = main(argv)
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
-def tpe_per_process(job: Job) -> Trace:
-    """TPE without pruning, one trial per process, imitating the Hydra Optuna sweeper.
-
-    Each trial is a fresh process running ``python -m tuner ... pruner=none
-    study.n_trials=<k>`` on one journal file: it composes the config, reopens the study,
-    builds the data and the model, trains one trial and exits. The sampler is reseeded
-    per process so its random start-up draws differ.
-    """
-    from tuner.study import build_storage
-
-    cfg = _compose(job)
-    started, spent, k = datetime.now(), 0, 0
-    while spent < job.budget:
-        k += 1
-        argv = [
-            "--quiet",
-            *job.overrides(),
-            "pruner=none",
-            "study.name=bench",
-            "report.enabled=false",
-            f"study.n_trials={k}",
-            f"sampler.seed={sampler_seed(job, k - 1)}",
-        ]
-        code = _fresh_process(argv, job.home, cold=job.cold_processes)
-        if code != 0:
-            raise RuntimeError(f"python -m tuner {' '.join(argv)} exited with {code}")
-        study = optuna.load_study(study_name="bench", storage=build_storage(cfg))
-        spent = _spent(study)
-    return trace_of(study, started)
 
 
 PEERS: list[Peer] = [

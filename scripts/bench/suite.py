@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import report
 from grid import compute, log_grid
-from peers import PEERS, Job, Peer, available, worker_init
+from jobs import Job
+from peers import PEERS, Peer, available, worker_init
 from tasks import TASKS, Space, oracle_name, task_overrides
 
 HERE = Path(__file__).resolve().parent
