@@ -2,8 +2,9 @@
 
 Both train the same model from the same initial weights on the same batches for the same
 number of steps, with the same optimizer, schedule and validation interval. The framework
-side is a whole trial: Optuna trial, MLflow nested run (per-step LR and loss), Lightning
-fit with pruning and divergence callbacks, test evaluation. Runs alternate A/B in one
+side is a whole trial: Optuna trial, MLflow nested run (per-step LR and loss, the LR
+curve plot a study draws per trial), Lightning fit with pruning and divergence callbacks,
+test evaluation. Runs alternate A/B in one
 process and the ratio of medians is reported, so machine noise hits both sides alike.
 
     python scripts/bench/overhead.py [--quick] [model=mlp ...overrides]
@@ -26,6 +27,7 @@ from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
+from tuner.lr_plots import planned_lrs
 from tuner.objective import run_trial
 from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
@@ -43,8 +45,9 @@ def raw_loop(cfg, datamodule) -> float:
     total, every = int(cfg.trainer.max_steps), int(cfg.trainer.val_check_interval)
     scheduler = build_scheduler(optimizer, plain(cfg.schedule), total)
     step, losses, lrs = 0, [], []
+    loader = datamodule.train_dataloader()  # one loader: each pass reshuffles, as in a trial
     while step < total:
-        for x, y in datamodule.train_dataloader():
+        for x, y in loader:
             lrs.append(optimizer.param_groups[0]["lr"])
             loss = F.cross_entropy(net(x), y)
             optimizer.zero_grad()
@@ -80,10 +83,40 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
         parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml=""
     )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
+    # As a study's trial does (tuner.tune): the LR curve plot, drawn on the tracker's thread.
+    run.log_lr_curve(planned=planned_lrs(cfg), title="bench")
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)
     tracker._writer.drain()  # the trial's records are in the store before the clock stops
     return time.perf_counter() - start
+
+
+def measure(cfg, datamodule, *, pairs: int, say=print) -> dict:
+    """Median seconds of a raw loop and of a framework trial on ``cfg``, and their ratio.
+
+    One warm-up of each, then ``pairs`` alternating A/B runs in this process.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
+        parent = tracker.parent_run("bench", params={})
+        study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+        framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports
+        raw_loop(cfg, datamodule)
+        raw, framework = [], []
+        for i in range(pairs):
+            raw.append(raw_loop(cfg, datamodule))
+            framework.append(framework_trial(cfg, datamodule, study, tracker, parent))
+            say(f"pair {i + 1}/{pairs}: raw {raw[-1]:.2f}s framework {framework[-1]:.2f}s")
+        tracker.close()
+    return {
+        "model": cfg.model._target_,
+        "data": cfg.data._target_,
+        "steps": int(cfg.trainer.max_steps),
+        "pairs": pairs,
+        "raw_s": round(statistics.median(raw), 3),
+        "framework_s": round(statistics.median(framework), 3),
+        "ratio": round(statistics.median(framework) / statistics.median(raw), 3),
+    }
 
 
 def main() -> None:
@@ -98,34 +131,13 @@ def main() -> None:
     steps = ["trainer.max_steps=500"] if args.quick else []
     pairs = 3 if args.quick else args.pairs
     cfg = compose(["pruner=none", *steps, *args.overrides])
-    datamodule = build_datamodule(cfg)
-    with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
-        parent = tracker.parent_run("bench", params={})
-        study = optuna.create_study(direction="maximize")
-        framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports
-        raw_loop(cfg, datamodule)
-        raw, framework = [], []
-        for i in range(pairs):
-            raw.append(raw_loop(cfg, datamodule))
-            framework.append(framework_trial(cfg, datamodule, study, tracker, parent))
-            print(f"pair {i + 1}/{pairs}: raw {raw[-1]:.2f}s framework {framework[-1]:.2f}s", flush=True)
-        tracker.close()
-    ratio = statistics.median(framework) / statistics.median(raw)
-    row = {
-        "model": cfg.model._target_,
-        "data": cfg.data._target_,
-        "steps": int(cfg.trainer.max_steps),
-        "raw_s": round(statistics.median(raw), 3),
-        "framework_s": round(statistics.median(framework), 3),
-        "ratio": round(ratio, 3),
-    }
+    row = measure(cfg, build_datamodule(cfg), pairs=pairs, say=lambda line: print(line, flush=True))
     print("\n| model | steps | raw loop (s) | framework trial (s) | ratio |\n|---|---|---|---|---|")
     print(f"| {row['model']} | {row['steps']} | {row['raw_s']} | {row['framework_s']} | {row['ratio']} |")
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
     out = RESULTS / f"overhead-{stamp}.json"
-    out.write_text(json.dumps({"date": stamp, "machine": platform.node(), "pairs": pairs, **row}, indent=2))
+    out.write_text(json.dumps({"date": stamp, "machine": platform.node(), **row}, indent=2))
     print(f"written {out}")
 
 

@@ -1,0 +1,59 @@
+"""Smoke run of the benchmark suite at its tiniest size: it runs end to end and reports
+every peer on every task. Behaviour only; the figures themselves are the suite's business."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO
+
+SUITE = REPO / "scripts" / "bench" / "suite.py"
+
+
+def test_tiny_suite_reports_every_peer(tmp_path: Path) -> None:
+    oracles, results = tmp_path / "oracles", tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, str(SUITE), "--size", "tiny", "--oracles", str(oracles), "--results", str(results)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    # The oracle was missing, so the suite made it: LR x schedule x seed, with how it was made.
+    (oracle_file,) = oracles.glob("suite-digits-mlp-sgd-40.json")
+    oracle = json.loads(oracle_file.read_text())
+    assert len(oracle["grid"]) == len(oracle["lrs"]) * len(oracle["schedules"]) == 9
+    assert all(len(row["val_acc"]) == 1 for row in oracle["grid"])
+    assert "how" in oracle and oracle["max_steps"] == 40
+
+    (result_file,) = results.glob("suite-tiny-*.json")
+    assert result_file.with_suffix(".md").exists() and result_file.with_suffix(".png").exists()
+    result = json.loads(result_file.read_text())
+    peers = list(result["peers"])
+    assert {"random", "tpe-per-process", "optuna+median", "lr_find", "tuner"} <= set(peers)
+    assert list(result["tasks"]) == ["digits-mlp-sgd"]
+    block = result["tasks"]["digits-mlp-sgd"]
+    assert list(block["peers"]) == peers
+    assert block["target"] == block["oracle"] - 0.01
+    assert block["overhead"]["ratio"] > 0
+
+    budget = result["size"]["budget"]
+    for peer, runs in result["traces"]["digits-mlp-sgd"].items():
+        assert len(runs) == result["size"]["seeds"]
+        steps = [t["steps"] for t in runs[0]["trials"]]
+        assert steps == sorted(steps) and steps, peer
+        if peer != "lr_find":  # the others search until the budget is spent
+            assert steps[-1] >= budget, peer
+
+    # The printed table: a header, a rule, then one row per peer, each with 8 cells.
+    lines = done.stdout.splitlines()
+    start = lines.index(next(line for line in lines if line.startswith("| task | peer |")))
+    rows = [line for line in lines[start + 2 :] if line.startswith("| digits-mlp-sgd |")][: len(peers)]
+    assert [row.split(" | ")[1] for row in rows] == peers
+    assert all(row.count("|") == 9 for row in rows)
+    assert any(line.startswith("| tpe-per-process |") for line in lines)
