@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hydra.utils import instantiate
 
@@ -40,9 +41,18 @@ def test_every_group_the_issue_names_exists():
         assert group in GROUPS and _options(group), group
 
 
+def _file_data(option: str, folder: Path) -> list[str]:
+    """``data=file`` needs a file: a small .npz of 10-class data."""
+    if option != "file":
+        return []
+    rng = np.random.default_rng(0)
+    np.savez(folder / "data.npz", x=rng.normal(size=(400, 12)), y=rng.integers(0, 10, size=400))
+    return [f"data.path={folder / 'data.npz'}"]
+
+
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
-def test_option_composes_and_validates(compose_cfg, group, option):
-    overrides = [f"{group}={option}"]
+def test_option_composes_and_validates(compose_cfg, tmp_path, group, option):
+    overrides = [f"{group}={option}", *(_file_data(option, tmp_path) if group == "data" else [])]
     if group == "sampler" and option == "grid":
         overrides.append("search=lr")
     cfg = compose_cfg(*overrides)
@@ -56,12 +66,13 @@ def test_option_composes_and_validates(compose_cfg, group, option):
 
 
 @pytest.mark.parametrize("option", _options("data"))
-def test_data_and_models_instantiate(compose_cfg, option):
-    cfg = compose_cfg(f"data={option}")
+def test_data_and_models_instantiate(compose_cfg, tmp_path, option):
+    extra = _file_data(option, tmp_path)
+    cfg = compose_cfg(f"data={option}", *extra)
     datamodule = build_datamodule(cfg)
     x, y = next(iter(datamodule.train_dataloader()))
     assert len(x) == len(y) == cfg.data.batch_size
     for model in _options("model"):
-        net = build_model(compose_cfg(f"data={option}", f"model={model}"), datamodule)
+        net = build_model(compose_cfg(f"data={option}", f"model={model}", *extra), datamodule)
         assert net(x).shape == (len(x), datamodule.num_classes)
     assert instantiate  # the configs use Hydra's _target_ convention throughout

@@ -16,7 +16,6 @@ arms, printed and logged to the parent run.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -139,30 +138,15 @@ def run_arms(
 
 def _start_run(tracker: Tracker, parent: str, arm: DictConfig, name: str) -> TrialRun:
     """The arm's nested MLflow run, tagged ``tuner.arm=lr_free``, with its config."""
-    from mlflow.entities import Param
+    from tuner.tracking import ROLE_TAG, STUDY_TAG
 
-    from tuner.tracking import ROLE_TAG, STATE_TAG, STUDY_TAG, TrialRun
-
-    created = tracker.client.create_run(
-        tracker.experiment_id,
+    return tracker.start_run(
+        parent,
         run_name=f"arm-{name}",
-        tags={
-            "mlflow.parentRunId": parent,
-            ROLE_TAG: "arm",
-            ARM_TAG: "lr_free",
-            STUDY_TAG: str(arm.study.name),
-            STATE_TAG: "RUNNING",
-        },
+        tags={ROLE_TAG: "arm", ARM_TAG: "lr_free", STUDY_TAG: str(arm.study.name)},
+        params={"optimizer": name, "lr": str(arm.optimizer.lr), "schedule": str(arm.schedule.name)},
+        config_yaml=OmegaConf.to_yaml(arm),
     )
-    run = TrialRun(tracker, created.info.run_id)
-    params = [
-        Param("optimizer", name),
-        Param("lr", str(arm.optimizer.lr)),
-        Param("schedule", str(arm.schedule.name)),
-    ]
-    tracker.submit(partial(tracker.client.log_batch, run.run_id, params=params))
-    run.log_text(OmegaConf.to_yaml(arm), "trial_config.yaml")
-    return run
 
 
 def comparison_rows(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.Study) -> list[dict[str, Any]]:
@@ -250,5 +234,5 @@ def log_comparison(
     tracker.log_metrics(parent, 0, metrics)
     text = markdown(rows, COLUMNS)
     table = to_csv(rows, COLUMNS)
-    tracker.submit(lambda: tracker.client.log_text(parent, text + "\n", "lr_free_comparison.md"))
-    tracker.submit(lambda: tracker.client.log_text(parent, table, "lr_free_comparison.csv"))
+    tracker.log_text(parent, text + "\n", "lr_free_comparison.md")
+    tracker.log_text(parent, table, "lr_free_comparison.csv")

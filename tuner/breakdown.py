@@ -94,7 +94,7 @@ def log_choice_bests(tracker: Tracker, parent: str, study: optuna.Study, specs: 
         + markdown(rows, ["choice", "best_value", "best_trial", "test_acc", *_STATES.values()])
         for name, rows in rows_by_name.items()
     )
-    tracker.submit(lambda: tracker.client.log_text(parent, text + "\n", "best_per_choice.md"))
+    tracker.log_text(parent, text + "\n", "best_per_choice.md")
 
 
 def markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str]) -> str:

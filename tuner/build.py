@@ -43,10 +43,15 @@ def build_datamodule(cfg: DictConfig) -> pl.LightningDataModule:
     node = OmegaConf.masked_copy(cfg.data, [k for k in cfg.data if k != "name"])
     try:
         datamodule = instantiate(node, _convert_="all")
-    except FileNotFoundError as exc:
-        raise UserError(
-            "data", exc.filename, "the data path does not exist; fix it in the data config"
-        ) from None
+    except Exception as exc:
+        cause = exc.__cause__ or exc  # Hydra wraps what the constructor raised
+        if isinstance(cause, UserError):
+            raise cause from None
+        if isinstance(cause, FileNotFoundError):
+            raise UserError(
+                "data", cause.filename, "the data path does not exist; fix it in the data config"
+            ) from None
+        raise
     datamodule.prepare_data()
     datamodule.setup("fit")
     return datamodule

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.errors import UserError, as_user_error
+from tuner.errors import StudyStopped, UserError, as_user_error
+from tuner.secrets import mask_secrets, masked_yaml
 
 USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
 
@@ -128,10 +129,14 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
         if result.report:
             print(f"Report and plots: {result.report} (and .html beside it)")
         print("Compare the trials in the MLflow UI:")
-        if result.tracking_uri.startswith(("http:", "https:")):
-            print(f"  open {result.tracking_uri}")
+        uri = mask_secrets(result.tracking_uri)
+        if uri.startswith(("http:", "https:")):
+            print(f"  open {uri}")
         else:
-            print(f"  mlflow ui --backend-store-uri {result.tracking_uri}")
+            print(f"  mlflow ui --backend-store-uri {uri}")
+        if result.fault:
+            print(f"stopped: {result.fault}", file=sys.stderr)
+            return 3
         return 0
     if cfg.mode == "report":
         return _report(cfg)
@@ -176,17 +181,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = compose(overrides)
         if "--cfg" in flags:
-            print(OmegaConf.to_yaml(cfg))
+            print(masked_yaml(cfg))
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:
         print("interrupted: finished trials are kept; run the same command to resume", file=sys.stderr)
         return 130
+    except StudyStopped as exc:
+        if debug:
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+        print(f"stopped: {mask_secrets(str(exc))}", file=sys.stderr)
+        return 3
     except Exception as exc:
         error = as_user_error(exc)
         if error is None:
-            raise
+            # A bug, not bad input: the traceback, with any password in it masked.
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+            return 1
         if debug:
-            traceback.print_exc()
-        print(f"error: {error}", file=sys.stderr)
+            print(mask_secrets(traceback.format_exc()), file=sys.stderr)
+        print(f"error: {mask_secrets(str(error))}", file=sys.stderr)
         return 2

@@ -12,6 +12,7 @@ from tuner.arms import check_arms
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizers import validate_optimizer
+from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
 from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
@@ -48,6 +49,8 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "trainer.max_steps")
     _positive(cfg, "trainer.val_check_interval")
     _positive(cfg, "study.max_consecutive_failures")
+    if not isinstance(cfg.study.get("stop_on_failure", False), bool):
+        raise UserError("study.stop_on_failure", cfg.study.stop_on_failure, "give true or false")
     population = cfg.study.get("population", 1)
     if population != "auto" and (
         isinstance(population, bool) or not isinstance(population, int) or population < 1
@@ -69,6 +72,8 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
+    check_targets(cfg)
+    check_data(cfg)
     validate_report(cfg)
     check_space(cfg, specs)
     check_arms(cfg, check_trial)

@@ -24,3 +24,9 @@ def as_user_error(exc: Exception) -> UserError | None:
     if all(hasattr(exc, name) for name in ("key", "value", "fix")) and isinstance(exc, ValueError):
         return UserError(exc.key, exc.value, exc.fix)  # type: ignore[attr-defined]
     return None
+
+
+class StudyStopped(Exception):
+    """A study stopped by faults the person must look at: trial failures in a row, or a
+    storage that stayed away. Finished trials are kept; the CLI prints why and exits with 3.
+    """

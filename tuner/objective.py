@@ -114,15 +114,7 @@ def run_trial(
     except UserError:
         raise
     except Exception as exc:
-        if isinstance(exc, torch.cuda.OutOfMemoryError):
-            torch.cuda.empty_cache()
-        return Outcome(
-            "FAIL",
-            reporter.last_value,
-            f"{type(exc).__name__}: {exc}",
-            trainer.global_step,
-            error=traceback.format_exc(),
-        )
+        return _failed(exc, reporter.last_value, trainer.global_step)
     steps = trainer.global_step
     if trace.diverged:
         return Outcome("PRUNED", reporter.last_value, f"diverged at step {steps}: {trace.diverged}", steps)
@@ -134,6 +126,21 @@ def run_trial(
     if value is None or not math.isfinite(value):
         return Outcome("FAIL", value, "no finite validation value", steps)
     datamodule.setup("test")
-    results = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    try:
+        results = trainer.test(module, dataloaders=datamodule.test_dataloader(), verbose=False)
+    except UserError:
+        raise
+    except Exception as exc:
+        return _failed(exc, value, steps)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return Outcome("COMPLETE", value, None, steps, metrics)
+
+
+def _failed(exc: Exception, value: float | None, steps: int) -> Outcome:
+    """A trial that the model's code (or the device) failed: the reason and the traceback."""
+    reason = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the next trial starts with the memory this one held
+        reason = f"out of GPU memory; lower data.batch_size or the model size ({reason})"
+    return Outcome("FAIL", value, reason, steps, error=traceback.format_exc())

@@ -2,25 +2,37 @@
 
 Written here rather than with Optuna's MLflowCallback, which is deprecated and logs only
 final values. Writes go through one background thread, batched, so a trial never waits
-on the store (a ``log_metric`` on MLflow's SQLite store costs about 20 ms).
+on the store (a ``log_metric`` on MLflow's SQLite store costs about 20 ms), and that
+thread keeps them on disk while the store is away (:mod:`tuner.spool`). Every text sent
+is stripped of passwords first.
 """
 
 from __future__ import annotations
 
-import queue
+import contextlib
+import os
+import shutil
 import tempfile
-import threading
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Param, RunStatus, ViewType
 from mlflow.tracking import MlflowClient
+
+from tuner.preflight import probe_server
+from tuner.secrets import mask_secrets, mask_value
+from tuner.spool import SpoolWriter
+from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
 
 #: MLflow accepts at most this many metrics in one log_batch call.
 _BATCH = 1000
+#: MLflow's HTTP client retries a failed request for minutes by default; the spool
+#: retries instead, so a request gets one quick try.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
     "tuner.role",
     "tuner.study",
@@ -36,36 +48,6 @@ def local_uri(root: Path) -> str:
     return f"sqlite:///{root.resolve() / 'mlflow.db'}"
 
 
-class _Writer:
-    """Runs store writes in order on one daemon thread."""
-
-    def __init__(self) -> None:
-        self._queue: queue.Queue[Callable[[], object] | None] = queue.Queue()
-        self.errors: list[str] = []
-        self._thread = threading.Thread(target=self._run, name="tuner-mlflow", daemon=True)
-        self._thread.start()
-
-    def submit(self, write: Callable[[], object]) -> None:
-        self._queue.put(write)
-
-    def _run(self) -> None:
-        while (write := self._queue.get()) is not None:
-            try:
-                write()
-            except Exception as exc:  # a tracking hiccup must not kill the study
-                self.errors.append(f"{type(exc).__name__}: {exc}")
-            finally:
-                self._queue.task_done()
-        self._queue.task_done()
-
-    def drain(self) -> None:
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-
 class Tracker:
     """The MLflow side of one study.
 
@@ -73,20 +55,50 @@ class Tracker:
         uri: Tracking URI (``sqlite:///...``, ``file:...`` or ``http://127.0.0.1:5000``).
         experiment: Experiment name (the study's name).
         artifact_root: Where a new local experiment keeps artifacts (ignored for servers).
+        spool_dir: Where writes are kept while the store is away (None: in memory only).
+        max_wait: Longest wait between two retries while the store is away, in seconds.
     """
 
-    def __init__(self, uri: str, *, experiment: str, artifact_root: Path | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        *,
+        experiment: str,
+        artifact_root: Path | None = None,
+        spool_dir: Path | None = None,
+        max_wait: float = 30.0,
+    ) -> None:
         self.uri = uri
+        self.artifact_root = artifact_root
+        remote = uri.startswith(("http:", "https:"))
+        if remote:
+            for name, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         self.client = MlflowClient(tracking_uri=uri)
+        self.created_experiment = False
         found = self.client.get_experiment_by_name(experiment)
         if found is not None:
             self.experiment_id = found.experiment_id
+            if found.lifecycle_stage == "deleted":
+                self.client.restore_experiment(found.experiment_id)
         else:
             location = None
-            if artifact_root is not None and not uri.startswith(("http:", "https:")):
+            if artifact_root is not None and not remote:
                 location = (artifact_root / experiment).resolve().as_uri()
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        self._writer = _Writer()
+            self.created_experiment = True
+        probe: Callable[[], str | None] = (lambda: probe_server(uri)) if remote else (lambda: None)
+        self._writer = SpoolWriter(
+            self.client,
+            probe=probe,
+            spool_path=spool_file(spool_dir, experiment) if spool_dir is not None else None,
+            max_wait=max_wait,
+            describe_store=f"MLflow at {mask_secrets(uri)}",
+        )
+        if spool_dir is not None and spool_dir.is_dir():
+            replayed = self._writer.replay(orphaned_spools(spool_dir, experiment))
+            if replayed:
+                print(f"note: sending {replayed} MLflow writes kept from an earlier run of this study")
 
     def parent_run(self, study_name: str, *, params: Mapping[str, Any]) -> str:
         """The study's parent run: the one made by an earlier run of the study, or a new one."""
@@ -98,76 +110,182 @@ class Tracker:
         if runs:
             run_id = runs[0].info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self._writer.names[run_id] = study_name
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
             tags={ROLE_TAG: "study", STUDY_TAG: study_name},
         )
-        self._log_params(run.info.run_id, params)
+        self._writer.names[run.info.run_id] = study_name
+        for start in range(0, len(params), 100):
+            self.client.log_batch(run.info.run_id, params=_params(dict(params), start))
         return run.info.run_id
 
     def start_trial(
         self, parent_id: str, *, study_name: str, number: int, params: Mapping[str, Any], config_yaml: str
     ) -> TrialRun:
         """A nested run for one trial, with its sampled parameters and resolved config."""
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number:04d}",
-            tags={
-                "mlflow.parentRunId": parent_id,
-                ROLE_TAG: "trial",
-                STUDY_TAG: study_name,
-                TRIAL_TAG: str(number),
-                STATE_TAG: "RUNNING",
-            },
+        tags = {ROLE_TAG: "trial", STUDY_TAG: study_name, TRIAL_TAG: str(number)}
+        return self.start_run(
+            parent_id, run_name=f"trial-{number:04d}", tags=tags, params=params, config_yaml=config_yaml
         )
-        trial_run = TrialRun(self, run.info.run_id)
-        self._writer.submit(lambda: self._log_params(run.info.run_id, params))
+
+    def start_run(
+        self,
+        parent_id: str,
+        *,
+        run_name: str,
+        tags: Mapping[str, str],
+        params: Mapping[str, Any],
+        config_yaml: str,
+    ) -> TrialRun:
+        """A nested run of the study's parent run, with its params and config (``trial_config.yaml``).
+
+        While the store is away the run is created later, from the spool.
+        """
+        name = run_name
+        tags = {"mlflow.parentRunId": parent_id, STATE_TAG: "RUNNING", **tags}
+        ref: str | None = None
+        if self._writer.healthy:
+            try:
+                ref = self.client.create_run(self.experiment_id, run_name=name, tags=tags).info.run_id
+                self._writer.names[ref] = name
+            except Exception:  # the store went away: the spool creates the run when it is back
+                ref = None
+        if ref is None:
+            ref = f"{PENDING}{uuid.uuid4().hex}"
+            self._writer.submit(
+                Op("create", ref, {"experiment_id": self.experiment_id, "run_name": name, "tags": tags})
+            )
+        trial_run = TrialRun(self, ref)
+        values = dict(params)
+        for start in range(0, len(values), 100):
+            self._batch(ref, params=[[p.key, p.value] for p in _params(values, start)])
         trial_run.log_text(config_yaml, "trial_config.yaml")
         return trial_run
 
-    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
-        items = [Param(str(k), str(v)[:6000]) for k, v in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100])
+    def resolve(self, ref: str) -> str | None:
+        """The MLflow run id of a run reference, once the run exists."""
+        return self._writer.resolve(ref)
 
     def submit(self, write: Callable[[], object]) -> None:
-        """Queues a write on the background thread."""
-        self._writer.submit(write)
+        """Queues any write on the background thread (kept in memory only in an outage)."""
+        self._writer.submit(Op("call", "", call=write))
+
+    def _batch(
+        self,
+        ref: str,
+        *,
+        metrics: list[list[Any]] | None = None,
+        params: list[list[str]] | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        data: dict[str, Any] = {}
+        if metrics:
+            data["metrics"] = metrics
+        if params:
+            data["params"] = params
+        if tags:
+            data["tags"] = [[k, mask_secrets(str(v))[:5000]] for k, v in tags.items()]
+        if data:
+            self._writer.submit(Op("batch", ref, data))
 
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """Logs several metrics at one step."""
         now = int(time.time() * 1000)
-        batch = [Metric(k, float(v), now, step) for k, v in metrics.items()]
-        self.submit(lambda: self.client.log_batch(run_id, metrics=batch))
+        self._batch(run_id, metrics=[[k, float(v), now, step] for k, v in metrics.items()])
+
+    def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
+        """Logs a text artifact, passwords masked."""
+        self._writer.submit(Op("text", run_id, {"text": mask_secrets(text), "file": artifact_file}))
+
+    def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
+        """Sets tags on a run (values masked)."""
+        self._batch(run_id, tags=tags)
+
+    def end_run(self, run_id: str, status: str) -> None:
+        """Ends a run: FINISHED, FAILED or KILLED."""
+        self._writer.submit(Op("end", run_id, {"status": status}))
 
     def finish_study(self, run_id: str, *, summary: Mapping[str, Any], best_config_yaml: str | None) -> None:
         """Writes the best value, parameters and config to the parent run and ends it."""
         metrics = {
             k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
-        tags = [RunTag(f"tuner.{k}", str(v)) for k, v in summary.items() if k not in metrics]
         now = int(time.time() * 1000)
+        self._batch(
+            run_id,
+            metrics=[[k, float(v), now, 0] for k, v in metrics.items()],
+            tags={f"tuner.{k}": str(v) for k, v in summary.items() if k not in metrics},
+        )
+        if best_config_yaml is not None:
+            self.log_text(run_id, best_config_yaml, "best_config.yaml")
+        self.end_run(run_id, "FINISHED")
 
-        def write() -> None:
-            self.client.log_batch(
-                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=tags
+    def close(self, *, timeout: float = 60.0) -> list[str]:
+        """Sends every pending write; returns what could not be logged, one line each.
+
+        Args:
+            timeout: Seconds to wait for a store that is away before leaving the rest in the spool.
+        """
+        return self._writer.close(timeout=timeout)
+
+    def discard(self, parent_id: str) -> None:
+        """Removes what this run of a study made: its runs, and the experiment if it made it.
+
+        For a study stopped by a configuration error before any trial finished. Local stores
+        lose the runs for good (with their artifacts); a server keeps them as deleted runs.
+        """
+        self.close(timeout=0.0)
+        runs = [parent_id] + [
+            r.info.run_id
+            for r in self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}'",
+                run_view_type=ViewType.ALL,
             )
-            if best_config_yaml is not None:
-                self.client.log_text(run_id, best_config_yaml, "best_config.yaml")
-            self.client.set_terminated(run_id, "FINISHED")
+        ]
+        experiment = self.client.get_experiment(self.experiment_id)
+        store = self.client._tracking_client.store
+        hard = all(hasattr(store, name) for name in ("_hard_delete_run", "_hard_delete_experiment"))
+        for run_id in runs:
+            self.client.delete_run(run_id)
+            if hard:
+                store._hard_delete_run(run_id)
+            _remove_local(experiment.artifact_location, run_id)
+        if self.created_experiment:
+            self.client.delete_experiment(self.experiment_id)
+            if hard:
+                store._hard_delete_experiment(self.experiment_id)
+            _remove_local(experiment.artifact_location, "")
+            if self.artifact_root is not None and self.artifact_root.is_dir():
+                with contextlib.suppress(OSError):  # kept when other experiments use it
+                    self.artifact_root.rmdir()
 
-        self.submit(write)
 
-    def close(self) -> list[str]:
-        """Waits for every pending write; returns the errors the store gave, if any."""
-        self._writer.close()
-        return self._writer.errors
+def _params(values: Mapping[str, Any], start: int) -> list[Param]:
+    """Up to 100 params (MLflow's batch limit) from ``start``, secrets masked."""
+    items = list(values.items())[start : start + 100]
+    return [Param(str(k), str(mask_value(str(k), v))[:6000]) for k, v in items]
+
+
+def _remove_local(artifact_location: str, run_id: str) -> None:
+    """Deletes a local artifact folder (of one run, or the whole experiment's)."""
+    parsed = urlparse(artifact_location)
+    if parsed.scheme not in ("", "file"):
+        return
+    folder = Path(unquote(parsed.path)) / run_id
+    if folder.is_dir():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 class TrialRun:
-    """The nested MLflow run of one trial."""
+    """The nested MLflow run of one trial.
+
+    ``run_id`` is the run's id, or a placeholder while the run waits to be created
+    (the store was away); :meth:`mlflow_id` is the real id once it is known.
+    """
 
     def __init__(self, tracker: Tracker, run_id: str) -> None:
         self.tracker = tracker
@@ -176,6 +294,10 @@ class TrialRun:
         self._lr_steps: list[int] = []
         self._lrs: list[float] = []
 
+    @property
+    def mlflow_id(self) -> str | None:
+        return self.tracker.resolve(self.run_id)
+
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         """Per-step values (``lr``, ``train_loss``) in batches of MLflow's maximum size."""
         if "lr" in series:
@@ -183,24 +305,19 @@ class TrialRun:
             self._lrs.extend(series["lr"])
         now = int(time.time() * 1000)
         metrics = [
-            Metric(k, float(v), now, s)
-            for k, values in series.items()
-            for s, v in zip(steps, values, strict=False)
+            [k, float(v), now, s] for k, values in series.items() for s, v in zip(steps, values, strict=False)
         ]
-        client = self.tracker.client
         for start in range(0, len(metrics), _BATCH):
-            self.tracker.submit(
-                partial(client.log_batch, self.run_id, metrics=metrics[start : start + _BATCH])
-            )
+            self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         self.tracker.log_metrics(self.run_id, step, metrics)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.tracker.submit(lambda: self.tracker.client.log_text(self.run_id, text, artifact_file))
+        self.tracker.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path) -> None:
-        self.tracker.submit(lambda: self.tracker.client.log_artifact(self.run_id, str(path)))
+        self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
 
     def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
         """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
@@ -212,15 +329,15 @@ class TrialRun:
         steps, lrs = list(self._lr_steps), list(self._lrs)
 
         def write() -> None:
-            with tempfile.TemporaryDirectory() as folder:
-                path = plot_lr(
-                    Path(folder) / "lr_curve.png",
-                    title=title,
-                    planned=planned() if planned is not None else None,
-                    steps=steps,
-                    lrs=lrs,
-                )
-                self.tracker.client.log_artifact(self.run_id, str(path))
+            path = plot_lr(
+                Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
+                title=title,
+                planned=planned() if planned is not None else None,
+                steps=steps,
+                lrs=lrs,
+            )
+            # Sent as its own write, so it is kept in the spool (and its folder removed once sent).
+            self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path), "remove": True}))
 
         self.tracker.submit(write)
 
@@ -228,17 +345,10 @@ class TrialRun:
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
     ) -> None:
         """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
-        tags = [RunTag(STATE_TAG, state)] + ([RunTag(REASON_TAG, reason[:5000])] if reason else [])
+        tags = {STATE_TAG: state, **({REASON_TAG: reason} if reason else {})}
         final = dict(extra or {})
         if value is not None:
             final["value"] = value
         now = int(time.time() * 1000)
-        client, run_id = self.tracker.client, self.run_id
-
-        def write() -> None:
-            client.log_batch(
-                run_id, metrics=[Metric(k, float(v), now, 0) for k, v in final.items()], tags=tags
-            )
-            client.set_terminated(run_id, _STATUS.get(state, RunStatus.to_string(RunStatus.FAILED)))
-
-        self.tracker.submit(write)
+        self.tracker._batch(self.run_id, metrics=[[k, float(v), now, 0] for k, v in final.items()], tags=tags)
+        self.tracker.end_run(self.run_id, _STATUS.get(state, RunStatus.to_string(RunStatus.FAILED)))

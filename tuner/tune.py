@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,17 +10,20 @@ from typing import Any
 
 import optuna
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.table import Table
 
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables, log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import check_trial
-from tuner.errors import UserError
+from tuner.errors import StudyStopped, UserError
 from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
+from tuner.preflight import check_population, check_services
 from tuner.progress import StudyProgress
+from tuner.resilience import StorageGuard, failure_summary
+from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import best_trials, count_finished, count_started, mask_password, open_study
 from tuner.tracking import Tracker, TrialRun, local_uri
@@ -41,6 +45,8 @@ class StudyResult:
     parent_run_id: str
     stopped_because: str | None = None
     report: Path | None = None
+    #: Why faults stopped the study (trial failures in a row), for the person to act on.
+    fault: str | None = None
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -71,8 +77,10 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     name = str(cfg.study.name)
+    check_services(cfg)
     datamodule = build_datamodule(cfg)
-    build_model(cfg, datamodule)  # a model that cannot be built fails before any study exists
+    # A model that cannot be built, or too large a population, fails before any study exists.
+    check_population(cfg, build_model(cfg, datamodule))
     size, step_population = 1, None
     if cfg.study.get("population", 1) != 1:
         # K trials in one fit (study.population); that module imports this one.
@@ -82,7 +90,16 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     study = open_study(cfg, specs, name=name)
     was_new = len(study.get_trials(deepcopy=False)) == 0
     uri = tracking_uri(cfg)
-    tracker = Tracker(uri, experiment=name, artifact_root=Path(str(cfg.paths.root)) / "artifacts")
+    root = Path(str(cfg.paths.root))
+    tracker = Tracker(
+        uri,
+        experiment=name,
+        artifact_root=root / "artifacts",
+        spool_dir=root / "spool",
+        max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
+    )
+    guard = StorageGuard.from_config(cfg)
+    flush = float(cfg.tracking.get("flush_timeout", 60))
     parent = tracker.parent_run(name, params=_flat(cfg))
     total = int(cfg.study.n_trials)
     progress.start(
@@ -92,10 +109,16 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
         storage=mask_password(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")),
     )
     started = time.monotonic()
-    failures, stopped = 0, None
+    failures, stopped, fault, told = 0, None, None, 0
+    limit_key = (
+        "study.stop_on_failure=true"
+        if cfg.study.get("stop_on_failure")
+        else f"study.max_consecutive_failures={cfg.study.max_consecutive_failures}"
+    )
+    limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
     try:
         while True:
-            if count_started(study) >= total:
+            if guard("counting trials", lambda: count_started(study)) >= total:
                 break
             if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                 stopped = f"study.timeout={cfg.study.timeout} s reached"
@@ -106,29 +129,36 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
                     cfg, specs, study, datamodule, tracker, parent, progress, size=min(size, left)
                 )
             else:
-                outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress)
+                outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress, guard)
                 outcomes = [] if outcome is None else [outcome]
             if not outcomes:
                 break
+            told += len(outcomes)
             for outcome in outcomes:
                 failures = failures + 1 if outcome.state == "FAIL" else 0
-            if failures >= int(cfg.study.max_consecutive_failures):
-                stopped = f"{failures} trials failed in a row (study.max_consecutive_failures); last: {outcomes[-1].reason}"
+            if failures >= limit:
+                stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
+                fault = failure_summary(study, failures=failures, limit_key=limit_key)
                 break
         run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
     except UserError:
-        if was_new and count_finished(study) == 0:
+        if was_new and told == 0:
             _undo(study, tracker, parent)
         else:
-            tracker.close()
+            _warn_unlogged(tracker.close(timeout=flush))
+        raise
+    except StudyStopped as exc:
+        tracker.set_tags(parent, {"tuner.stopped": str(exc)})
+        tracker.end_run(parent, "FAILED")
+        _warn_unlogged(tracker.close(timeout=flush))
         raise
     except KeyboardInterrupt:
-        tracker.client.set_tag(parent, "tuner.interrupted", "true")
-        tracker.close()
+        tracker.set_tags(parent, {"tuner.interrupted": "true"})
+        _warn_unlogged(tracker.close(timeout=min(flush, 5.0)))
         raise
     log_choice_bests(tracker, parent, study, specs)
-    report = _finish(cfg, specs, study, tracker, parent, stopped)
-    return StudyResult(study, uri, parent, stopped, report)
+    report = _finish(cfg, specs, study, tracker, parent, stopped, flush=flush)
+    return StudyResult(study, uri, parent, stopped, report, fault)
 
 
 def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:
@@ -148,11 +178,12 @@ def _one_trial(
     tracker: Tracker,
     parent: str,
     progress: StudyProgress,
+    guard: StorageGuard,
 ) -> Outcome | None:
-    trial = study.ask()
+    trial = guard("asking for a trial", study.ask)
     if is_surplus(cfg, study, trial):
         return None
-    trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress)
+    trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
     try:
         outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
     except KeyboardInterrupt:
@@ -163,7 +194,7 @@ def _one_trial(
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         run.end("FAIL", value=None, reason="configuration error")
         raise
-    record_outcome(study, trial, trial_cfg, run, outcome, progress)
+    record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
     return outcome
 
 
@@ -183,9 +214,12 @@ def start_trial(
     tracker: Tracker,
     parent: str,
     progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
 ) -> tuple[DictConfig, TrialRun]:
     """Samples a trial's config, checks it, and opens its nested MLflow run."""
-    values = suggest(trial, specs, cfg)
+    guard = guard or StorageGuard()
+    values = guard("sampling a trial", lambda: suggest(trial, specs, cfg))
     trial_cfg = apply(cfg, specs, values)
     check_trial(trial_cfg)
     run = tracker.start_trial(
@@ -193,9 +227,11 @@ def start_trial(
         study_name=str(cfg.study.name),
         number=trial.number,
         params=values,
-        config_yaml=OmegaConf.to_yaml(trial_cfg),
+        config_yaml=masked_yaml(trial_cfg),
     )
-    trial.set_user_attr("mlflow_run_id", run.run_id)
+    run_id = run.mlflow_id  # None while MLflow is away: saved with the result if known by then
+    if run_id is not None:
+        guard("saving the trial's run id", lambda: trial.set_user_attr("mlflow_run_id", run_id))
     progress.trial_started(trial.number, values)
     return trial_cfg, run
 
@@ -207,30 +243,46 @@ def record_outcome(
     run: TrialRun,
     outcome: Outcome,
     progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
 ) -> None:
     """Tells Optuna how a trial ended and ends its MLflow run with the same state."""
+    guard = guard or StorageGuard()
     run.log_lr_curve(
         planned=planned_lrs(trial_cfg),
         title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
     )
-    trial.set_user_attr("steps", outcome.steps)
-    for key, value in outcome.metrics.items():
-        trial.set_user_attr(key, value)
-    if outcome.reason:
-        trial.set_user_attr("reason", outcome.reason)
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
-    if outcome.state == "COMPLETE":
-        study.tell(trial, outcome.value)
-    else:
-        study.tell(trial, state=_STATES[outcome.state])
+    try:
+        guard("saving a trial's result", lambda: _save(study, trial, outcome, run.mlflow_id))
+    except StudyStopped:
+        run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
+        raise
     run.end(
         outcome.state,
         value=outcome.value,
         reason=outcome.reason,
         extra={"steps": outcome.steps, **outcome.metrics},
     )
-    progress.trial_finished(trial.number, outcome, study)
+    guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
+
+
+def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: str | None) -> None:
+    """Stores a trial's result; safe to repeat after a storage error."""
+    if study._storage.get_trial(trial._trial_id).state.is_finished():
+        return  # an earlier attempt was stored, only its answer was lost
+    attrs: dict[str, Any] = {"steps": outcome.steps, **outcome.metrics}
+    if outcome.reason:
+        attrs["reason"] = outcome.reason
+    if run_id is not None:
+        attrs["mlflow_run_id"] = run_id
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    if outcome.state == "COMPLETE":
+        study.tell(trial, outcome.value)
+    else:
+        study.tell(trial, state=_STATES[outcome.state])
 
 
 def _later_than_others(study: optuna.Study, trial: optuna.Trial) -> bool:
@@ -240,15 +292,13 @@ def _later_than_others(study: optuna.Study, trial: optuna.Trial) -> bool:
 
 def _undo(study: optuna.Study, tracker: Tracker, parent: str) -> None:
     """Removes a study that a configuration error stopped before any trial finished."""
-    tracker.close()
-    tracker.client.delete_run(parent)
-    for run in tracker.client.search_runs(
-        [tracker.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
-    ):
-        tracker.client.delete_run(run.info.run_id)
-    if not tracker.client.search_runs([tracker.experiment_id]):
-        tracker.client.delete_experiment(tracker.experiment_id)
+    tracker.discard(parent)
     optuna.delete_study(study_name=study.study_name, storage=study._storage)
+
+
+def _warn_unlogged(problems: list[str]) -> None:
+    for line in problems:
+        print(f"warning: not logged in MLflow: {line}", file=sys.stderr)
 
 
 def _finish(
@@ -258,6 +308,8 @@ def _finish(
     tracker: Tracker,
     parent: str,
     stopped: str | None,
+    *,
+    flush: float,
 ) -> Path | None:
     """Writes the summary to the parent run, then the plots and report; returns the report."""
     best = best_trials(study, top=1)
@@ -272,13 +324,11 @@ def _finish(
         for key in ("test_acc", "test_loss"):
             if key in best[0].user_attrs:
                 summary[f"best_{key}"] = float(best[0].user_attrs[key])
-        best_yaml = OmegaConf.to_yaml(apply(cfg, specs, best[0].params))
+        best_yaml = masked_yaml(apply(cfg, specs, best[0].params))
     if stopped:
         summary["stopped"] = stopped
     tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
-    errors = tracker.close()
-    if errors:
-        print(f"warning: {len(errors)} MLflow writes failed; first: {errors[0]}")
+    _warn_unlogged(tracker.close(timeout=flush))
     if not (cfg.get("report") and cfg.report.enabled):
         return None
     from tuner.report.build import write_report

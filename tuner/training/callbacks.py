@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from tuner.errors import UserError
+from tuner.resilience import storage_errors
 
 #: Receives ``steps`` and ``{"lr": [...], "train_loss": [...]}`` for a window of steps.
 StepSink = Callable[[list[int], dict[str, list[float]]], None]
@@ -138,6 +139,8 @@ class PruningCallback(pl.Callback):
         self.on_report = on_report
         self.pruned_at: int | None = None
         self.history: list[tuple[int, float]] = []
+        #: Reports the storage did not take (it was away).
+        self.storage_errors: list[str] = []
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -155,8 +158,12 @@ class PruningCallback(pl.Callback):
             self.on_report(step, metrics)
         should_prune = False
         if trainer.is_global_zero and self.trial is not None:
-            self.trial.report(value, step=step)
-            should_prune = step > self.warmup_steps and self.trial.should_prune()
+            try:
+                self.trial.report(value, step=step)
+                should_prune = step > self.warmup_steps and self.trial.should_prune()
+            except storage_errors() as exc:
+                # The storage is away: train on unpruned; the result is saved, with retries, at the end.
+                self.storage_errors.append(f"step {step}: {type(exc).__name__}")
         if trainer.world_size > 1:
             should_prune = bool(trainer.strategy.broadcast(should_prune, src=0))
         if should_prune:

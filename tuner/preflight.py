@@ -1,0 +1,215 @@
+"""Checks run before a study creates anything: imports, files, services, memory.
+
+A bad value found here costs the person one line and nothing to clean up; found after
+the study and its MLflow experiment exist, it would leave them half made.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from tuner.errors import UserError
+from tuner.secrets import mask_secrets
+
+#: Seconds a service gets to answer a reachability check.
+PROBE_TIMEOUT = 5.0
+_EXAMPLE_DB = "e.g. postgresql+psycopg://user@127.0.0.1:5432/tuner or sqlite:///runs/optuna.db"
+
+
+def check_targets(cfg: DictConfig) -> None:
+    """Every ``_target_`` of the data and model configs must import."""
+    for group in ("data", "model"):
+        target = OmegaConf.select(cfg, f"{group}._target_")
+        if not target:
+            raise UserError(f"{group}._target_", target, "name a class, e.g. tuner.models.MLP")
+        module_name, _, attr = str(target).rpartition(".")
+        try:
+            getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise UserError(
+                f"{group}._target_",
+                target,
+                f"cannot import it ({type(exc).__name__}: {exc}); check the dotted path and that "
+                "its folder is on PYTHONPATH",
+            ) from None
+
+
+def check_data(cfg: DictConfig) -> None:
+    """A data config that reads a file must name one that exists."""
+    path = OmegaConf.select(cfg, "data.path", default=None)
+    if path is not None:
+        from tuner.data._file import check_data_file
+
+        check_data_file(Path(str(path)).expanduser())
+
+
+def check_services(cfg: DictConfig) -> None:
+    """The study storage and the MLflow store must be reachable and writable.
+
+    Checked without creating anything but the folders the study would make: no tables,
+    no files, no experiment.
+    """
+    backend = str(cfg.storage.backend)
+    if backend == "journal":
+        _check_writable("storage.path", Path(str(cfg.storage.path)))
+    elif backend == "rdb":
+        _check_database("storage.url", str(cfg.storage.url))
+    uri = cfg.tracking.uri
+    if not uri:
+        _check_writable("paths.root", Path(str(cfg.paths.root)) / "mlflow.db")
+    else:
+        check_tracking_uri(str(uri))
+
+
+def check_tracking_uri(uri: str) -> None:
+    """An MLflow tracking URI names a store this process can reach."""
+    scheme = urlparse(uri).scheme.split("+")[0]
+    if scheme in ("http", "https"):
+        reason = probe_server(uri)
+        if reason is not None:
+            raise UserError(
+                "tracking.uri",
+                mask_secrets(uri),
+                f"no MLflow server answers there ({reason}); start it "
+                "(mlflow server --host 127.0.0.1 --port 5000) or set tracking.uri=null for the local store",
+            )
+    elif scheme in ("postgresql", "mysql", "mssql", "sqlite"):
+        _check_database("tracking.uri", uri)
+    elif scheme == "file" or (scheme == "" and uri):
+        _check_writable("tracking.uri", Path(urlparse(uri).path if scheme else uri))
+    elif scheme not in ("databricks", "databricks-uc", "uc"):
+        raise UserError(
+            "tracking.uri",
+            mask_secrets(uri),
+            "unknown scheme; use http://host:port (an MLflow server), sqlite:///path, "
+            "postgresql://..., a folder, or null for the local store",
+        )
+
+
+def probe_server(uri: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
+    """None when an MLflow server answers at ``uri``; else why not, in a few words."""
+    try:
+        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+            return None if response.status == 200 else f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return mask_secrets(f"{type(reason).__name__}: {reason}")
+
+
+def _check_writable(key: str, path: Path, *, shown: str | None = None) -> None:
+    """``path`` is a writable file or folder, or can be created (its folder is made, no file)."""
+    path = path.expanduser().absolute()
+    shown = shown or str(path)
+    if path.exists():
+        if path.is_dir() and key != "tracking.uri":
+            raise UserError(key, shown, "this is a folder; give a file path")
+        if not os.access(path, os.W_OK):
+            raise UserError(key, shown, "not writable; choose a path you can write to")
+        return
+    try:
+        # The folders are kept: the study makes them next anyway, and removing them
+        # could pull them from under another worker starting at the same moment.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # access() says yes to root everywhere; writing a file is the real test.
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        raise UserError(
+            key, shown, f"cannot be created ({exc.strerror or exc}); choose a path you can write to"
+        ) from None
+
+
+def _check_database(key: str, url: str) -> None:
+    """A database URL that parses, whose driver is installed and whose server answers."""
+    from sqlalchemy import create_engine
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+    from sqlalchemy.pool import NullPool
+
+    shown = mask_secrets(url)
+    try:
+        parsed = make_url(url)
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                _check_writable(key, Path(parsed.database), shown=shown)
+            return
+        connect_args: dict[str, Any] = {}
+        if parsed.get_backend_name() == "postgresql":
+            connect_args["connect_timeout"] = int(PROBE_TIMEOUT)
+        engine = create_engine(parsed, poolclass=NullPool, connect_args=connect_args)
+    except ArgumentError:
+        raise UserError(key, shown, f"not a database URL; {_EXAMPLE_DB}") from None
+    except NoSuchModuleError:
+        raise UserError(key, shown, f"unknown database kind; {_EXAMPLE_DB}") from None
+    except ImportError as exc:
+        extra = " (pip install 'tuner[postgres]')" if parsed.get_backend_name() == "postgresql" else ""
+        raise UserError(key, shown, f"its driver {exc.name} is not installed; install it{extra}") from None
+    try:
+        with engine.connect():
+            pass
+    except Exception as exc:
+        cause = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise UserError(
+            key,
+            shown,
+            f"cannot connect ({mask_secrets(cause[0] if cause else type(exc).__name__)}); "
+            "check the URL and that the server is up",
+        ) from None
+    finally:
+        engine.dispose()
+
+
+def check_population(cfg: DictConfig, model: nn.Module) -> None:
+    """``study.population`` copies of the model must fit in the memory at hand.
+
+    Counts weights, gradients and two optimizer moments per copy (a lower bound:
+    activations come on top), against free GPU memory or available RAM.
+    """
+    size = OmegaConf.select(cfg, "study.population", default=None)
+    if isinstance(size, DictConfig):
+        size = size.get("size")
+    if size is None or size == "auto":
+        return
+    if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+        raise UserError("study.population", size, "give a whole number >= 1, or auto")
+    per_copy = 4 * sum(p.numel() * p.element_size() for p in model.parameters())
+    free, where = _free_memory(cfg)
+    if per_copy * size > free:
+        raise UserError(
+            "study.population",
+            size,
+            f"{size} copies need at least {_gib(per_copy * size)} (weights, gradients, optimizer state; "
+            f"{_gib(per_copy)} each) and {where} has {_gib(free)} free; use at most "
+            f"study.population={max(free // max(per_copy, 1), 1)} or study.population=auto",
+        )
+
+
+def _free_memory(cfg: DictConfig) -> tuple[int, str]:
+    import torch
+
+    if str(cfg.trainer.accelerator) in ("auto", "gpu", "cuda") and torch.cuda.is_available():
+        return int(torch.cuda.mem_get_info()[0]), "the GPU"
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024, "this machine"
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES"), "this machine"
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:.3g} GiB"

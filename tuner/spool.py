@@ -1,0 +1,305 @@
+"""MLflow writes that outlive an outage: retried with backoff, kept on disk meanwhile.
+
+Every write of a study goes through one :class:`SpoolWriter` thread, in order. When a
+write fails and the server does not answer its health check, the writer enters an
+outage: the study goes on, every pending write is appended to a JSONL spool file
+(``<spool_dir>/<experiment>.<host>.<pid>.jsonl``) and the writer retries with an
+exponential backoff. When the server answers again the spool is sent in order and
+removed. A spool left behind (the process ended before the server came back) is sent
+by the next run of the same study on this host. A write the server rejects (the
+server answers, the write fails three times) is dropped and reported.
+
+Writes are sent at least once: one in flight when the process dies is sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+from tuner.secrets import mask_secrets
+from tuner.spool_files import PENDING, Op, describe, load_spool
+
+_REJECTED_AFTER = 3
+
+
+class SpoolWriter:
+    """Runs tracking writes in order on one thread; survives the store going away.
+
+    Args:
+        client: The MLflow client.
+        probe: Returns None when the store answers, else why not (a few words).
+        spool_path: The spool file of this process (None: keep pending writes in memory only).
+        max_wait: Longest wait between two retries in an outage, in seconds.
+        describe_store: How messages name the store (no password).
+    """
+
+    def __init__(
+        self,
+        client: MlflowClient,
+        *,
+        probe: Callable[[], str | None],
+        spool_path: Path | None,
+        max_wait: float = 30.0,
+        describe_store: str = "the MLflow store",
+    ) -> None:
+        self.client = client
+        self.probe = probe
+        self.spool_path = spool_path
+        self.max_wait = max_wait
+        self.store = describe_store
+        self.errors: list[str] = []
+        self.names: dict[str, str] = {}
+        self.ids: dict[str, str] = {}
+        self.outage_since: float | None = None
+        self._lost_runs: set[str] = set()
+        self._queue: deque[Op] = deque()
+        self._cond = threading.Condition()
+        self._wake = threading.Event()
+        self._seq = 0
+        self._spool: Any = None
+        self._closing = False
+        self._deadline = float("inf")
+        self._thread = threading.Thread(target=self._run, name="tuner-mlflow", daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------ submitting
+
+    def submit(self, op: Op) -> None:
+        """Queues a write (and spools it, while an outage lasts)."""
+        with self._cond:
+            self._seq += 1
+            op.seq = self._seq
+            if op.kind == "create":
+                self.names[op.ref] = str(op.data.get("run_name"))
+            self._queue.append(op)
+            if self._spool is not None:
+                self._write_op(op)
+            self._cond.notify_all()
+
+    def resolve(self, ref: str) -> str | None:
+        """The run id behind a run reference, once the run exists."""
+        if not ref.startswith(PENDING):
+            return ref
+        return self.ids.get(ref)
+
+    @property
+    def healthy(self) -> bool:
+        return self.outage_since is None
+
+    def drain(self, *, timeout: float | None = None) -> bool:
+        """Waits until every queued write is sent (or dropped); False if ``timeout`` s passed first."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._queue, timeout=timeout)
+
+    # ------------------------------------------------------------------ the thread
+
+    def _run(self) -> None:
+        failures = 0
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                op = self._queue[0]
+            error = self._execute(op)
+            if error is not None and op.ref in self._lost_runs:
+                self.errors.append(f"{describe([op], names=self.names, ids=self.ids)}: {error}")
+                self._done(op, sent=False)
+                continue
+            if error is None:
+                failures = 0
+                if self.outage_since is not None:
+                    gone = time.time() - self.outage_since
+                    self.outage_since = None
+                    self._notice(f"{self.store} is back after {gone:.0f} s; sending the kept writes")
+                self._done(op, sent=True)
+                continue
+            reason = self.probe()
+            if reason is None:
+                failures += 1
+                if failures >= _REJECTED_AFTER:
+                    self.errors.append(
+                        f"{describe([op], names=self.names, ids=self.ids)}: {mask_secrets(error)}"
+                    )
+                    if op.kind == "create":
+                        self._lost_runs.add(op.ref)
+                    failures = 0
+                    self._done(op, sent=False)
+                else:
+                    self._wake.wait(0.2 * failures)
+                continue
+            if self.outage_since is None:
+                self.outage_since = time.time()
+                failures = 0
+                self._start_spool()
+                where = f"kept in {self.spool_path}" if self.spool_path else "kept in memory"
+                self._notice(
+                    f"{self.store} does not answer ({reason}); the study goes on, its logs are {where} "
+                    "and sent when the store is back"
+                )
+            failures += 1
+            if self._closing and time.monotonic() >= self._deadline:
+                return
+            self._wake.clear()
+            self._wake.wait(min(self.max_wait, 0.5 * 2 ** min(failures, 10)))
+
+    def _execute(self, op: Op) -> str | None:
+        """Runs one write; None on success, else the error as text."""
+        try:
+            if op.kind == "call":
+                assert op.call is not None
+                op.call()
+                return None
+            if op.kind == "create":
+                run = self.client.create_run(
+                    op.data["experiment_id"], run_name=op.data["run_name"], tags=op.data["tags"]
+                )
+                self.ids[op.ref] = run.info.run_id
+                return None
+            run_id = self.resolve(op.ref)
+            if run_id is None:
+                return f"its run {self.names.get(op.ref, op.ref)} was never created"
+            if op.kind == "batch":
+                self.client.log_batch(
+                    run_id,
+                    metrics=[
+                        Metric(k, float(v), int(t), int(s)) for k, v, t, s in op.data.get("metrics", ())
+                    ],
+                    params=[Param(k, v) for k, v in op.data.get("params", ())],
+                    tags=[RunTag(k, v) for k, v in op.data.get("tags", ())],
+                )
+            elif op.kind == "text":
+                self.client.log_text(run_id, op.data["text"], op.data["file"])
+            elif op.kind == "artifact":
+                self.client.log_artifact(run_id, op.data["path"])
+            elif op.kind == "end":
+                self.client.set_terminated(run_id, op.data["status"])
+            else:
+                return f"unknown write {op.kind}"
+        except Exception as exc:  # a tracking failure must never stop the study
+            return f"{type(exc).__name__}: {str(exc)[:500]}"
+        return None
+
+    def _done(self, op: Op, *, sent: bool) -> None:
+        if op.kind == "artifact" and op.data.get("remove"):
+            shutil.rmtree(Path(op.data["path"]).parent, ignore_errors=True)
+        with self._cond:
+            self._queue.popleft()
+            if self._spool is not None:
+                ack: dict[str, Any] = {"ack": op.seq}
+                if sent and op.kind == "create":
+                    ack["run_id"] = self.ids[op.ref]
+                self._spool.write(json.dumps(ack) + "\n")
+                self._spool.flush()
+                if not self._queue:
+                    self._spool.close()
+                    self._spool = None
+                    assert self.spool_path is not None
+                    self.spool_path.unlink(missing_ok=True)
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------ the spool
+
+    def _start_spool(self) -> None:
+        with self._cond:
+            if self._spool is not None or self.spool_path is None:
+                return
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = self.spool_path.open("a", encoding="utf-8")
+            for op in self._queue:
+                self._write_op(op)
+            self._spool.flush()
+
+    def _write_op(self, op: Op) -> None:
+        if op.kind == "call":
+            return  # a callable cannot be kept on disk; reported if never sent
+        ref = self.ids.get(op.ref, op.ref)
+        line = {"seq": op.seq, "kind": op.kind, "ref": ref, "data": op.data}
+        if op.kind == "create":
+            line["ref"] = op.ref
+        self._spool.write(json.dumps(line) + "\n")
+        self._spool.flush()
+
+    def replay(self, paths: list[Path]) -> int:
+        """Queues the unsent writes of spools left by earlier processes; returns how many.
+
+        They are first copied into this process's own spool, so they stay on disk until sent.
+        """
+        ops: list[Op] = []
+        for path in paths:
+            loaded, ids = load_spool(path)
+            self.ids.update(ids)
+            ops.extend(loaded)
+        if not ops:
+            for path in paths:
+                path.unlink(missing_ok=True)
+            return 0
+        with self._cond:
+            self._start_spool_unlocked()
+            for op in ops:
+                self._seq += 1
+                op.seq = self._seq
+                if op.kind == "create":
+                    self.names[op.ref] = str(op.data.get("run_name"))
+                self._queue.append(op)
+                self._write_op(op)
+            for path in paths:
+                path.unlink(missing_ok=True)
+            self._cond.notify_all()
+        return len(ops)
+
+    def _start_spool_unlocked(self) -> None:
+        if self._spool is None and self.spool_path is not None:
+            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
+            self._spool = self.spool_path.open("a", encoding="utf-8")
+
+    # ------------------------------------------------------------------ the end
+
+    def close(self, *, timeout: float) -> list[str]:
+        """Sends what is pending, waiting at most ``timeout`` s for a store that is away.
+
+        Returns:
+            One line per thing that was not logged: rejected writes, and, when the store
+            stayed away, what is kept in the spool (or lost, without one).
+        """
+        with self._cond:
+            self._closing = True
+            self._deadline = time.monotonic() + timeout
+            self._cond.notify_all()
+        self._wake.set()
+        self._thread.join()
+        problems = list(self.errors)
+        with self._cond:
+            left = list(self._queue)
+            if self._spool is not None:
+                self._spool.close()
+                self._spool = None
+        if left:
+            kept = [op for op in left if op.kind != "call" and self.spool_path is not None]
+            lost = [op for op in left if op not in kept]
+            if kept:
+                problems.append(
+                    f"{self.store} did not come back: {len(kept)} writes not logged, kept in "
+                    f"{self.spool_path} and sent by the next run of this study on this host: "
+                    f"{describe(kept, names=self.names, ids=self.ids)}"
+                )
+            if lost:
+                problems.append(
+                    f"{len(lost)} writes lost ({self.store} away): {describe(lost, names=self.names, ids=self.ids)}"
+                )
+        return problems
+
+    def _notice(self, line: str) -> None:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
