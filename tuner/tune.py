@@ -126,7 +126,15 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
             left = total - count_started(study)
             if step_population is not None and size > 1 and left > 1:
                 outcomes = step_population(
-                    cfg, specs, study, datamodule, tracker, parent, progress, size=min(size, left)
+                    cfg,
+                    specs,
+                    study,
+                    datamodule,
+                    tracker,
+                    parent,
+                    progress,
+                    size=min(size, left),
+                    guard=guard,
                 )
             else:
                 outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress, guard)
