@@ -118,12 +118,12 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
     try:
         while True:
-            if guard("counting trials", lambda: count_started(study)) >= total:
+            left = total - guard("counting trials", lambda: count_started(study))
+            if left <= 0:
                 break
             if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                 stopped = f"study.timeout={cfg.study.timeout} s reached"
                 break
-            left = total - count_started(study)
             if step_population is not None and size > 1 and left > 1:
                 outcomes = step_population(
                     cfg,
