@@ -16,7 +16,7 @@ validation metric and test accuracy are from the same trial trained alone.
     python scripts/bench/population.py --quick            # MLP, K = 4 and 16, 100 steps
     python scripts/bench/population.py --device cuda --k 64 --models mlp --only framework
 
-The default run took 27 min on 2 CPU cores shared with other jobs (load average ~10).
+The default run took 17-27 min on 2 CPU cores shared with other jobs (load average 5-10).
 
 Figures are ratios taken within one run; on a shared machine absolute rates move with
 the load, ratios much less (CPU-time ratios least).
