@@ -121,6 +121,15 @@ def test_sgd_warmup_cosine_members_equal_their_single_trials(compose_cfg, mlflow
     assert pop_curves[1]["lr"][0] < pop_curves[0]["lr"][0] < pop_curves[2]["lr"][0]
 
 
+def test_cnn_members_equal_their_single_trials(compose_cfg, mlflow_uri):
+    # Convolutions over stacked weights run as grouped convolutions: other kernels, same sums.
+    base = compose_cfg(*SMALL, "model=cnn1d", "optimizer=adamw", "trainer.max_steps=40")
+    cfgs = _variants(base, [{"optimizer.lr": lr} for lr in (1e-3, 1e-2)])
+    _pop, pop_curves, _solo, solo_curves = _train(mlflow_uri, cfgs)
+    for m_curve, a_curve in zip(pop_curves, solo_curves, strict=True):
+        _same_curve(m_curve["train_loss"], a_curve["train_loss"])
+
+
 def test_a_member_pruned_half_way_leaves_the_others_untouched(compose_cfg, mlflow_uri):
     base = compose_cfg(
         *SMALL,

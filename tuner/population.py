@@ -26,6 +26,7 @@ from tuner.build import build_model, plain
 from tuner.errors import UserError
 from tuner.objective import Outcome, make_trainer, steps_per_call
 from tuner.progress import StudyProgress
+from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
 from tuner.tracking import Tracker, TrialRun
@@ -246,20 +247,25 @@ def population_step(
     progress: StudyProgress,
     *,
     size: int,
+    guard: StorageGuard | None = None,
 ) -> list[Outcome]:
     """Asks Optuna for up to ``size`` trials, trains them as one population, records each.
+
+    Calls to the study storage go through ``guard`` (retries, then the study stops), as a
+    single trial's do.
 
     Returns:
         The outcomes, one per trial asked (empty when the study was already full).
     """
+    guard = guard or StorageGuard()
     members: list[tuple[optuna.Trial, DictConfig, TrialRun]] = []
     try:
         for _ in range(size):
-            trial = study.ask()
+            trial = guard("asking for a trial", study.ask)
             if is_surplus(cfg, study, trial):
                 break
             try:
-                trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress)
+                trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
             except UserError:
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 raise
@@ -280,5 +286,5 @@ def population_step(
             run.end(state, value=None, reason=reason)
         raise
     for (trial, trial_cfg, run), outcome in zip(members, outcomes, strict=True):
-        record_outcome(study, trial, trial_cfg, run, outcome, progress)
+        record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
     return outcomes

@@ -19,6 +19,7 @@ import pytorch_lightning as pl
 import torch
 
 from tuner.errors import UserError
+from tuner.resilience import storage_errors
 from tuner.training.callbacks import DivergenceGuard, StepSink
 from tuner.training.population import PopulationModule
 
@@ -37,6 +38,7 @@ class MemberLink:
         pruned_at: Step at which its pruner stopped it.
         diverged: Why it was stopped as diverged.
         stopped_at: Global step at which it left the stack.
+        storage_errors: Reports the study storage did not take (it was away).
     """
 
     trial: optuna.Trial | None
@@ -48,6 +50,7 @@ class MemberLink:
     pruned_at: int | None = None
     diverged: str | None = None
     stopped_at: int | None = None
+    storage_errors: list[str] = field(default_factory=list)
 
     @property
     def last_value(self) -> float | None:
@@ -150,9 +153,13 @@ class PopulationControl(pl.Callback):
             link.on_report(step, metrics)
         if link.trial is None:
             return
-        link.trial.report(value, step=step)
-        if prune and link.diverged is None and step > link.warmup_steps and link.trial.should_prune():
-            link.pruned_at = step
+        try:
+            link.trial.report(value, step=step)
+            if prune and link.diverged is None and step > link.warmup_steps and link.trial.should_prune():
+                link.pruned_at = step
+        except storage_errors() as exc:
+            # The storage is away: train on unpruned; the result is saved, with retries, at the end.
+            link.storage_errors.append(f"step {step}: {type(exc).__name__}")
 
     def _stopping(self, module: PopulationModule) -> list[int]:
         return [

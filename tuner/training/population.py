@@ -60,6 +60,10 @@ class PopulationOptimizer(torch.optim.Optimizer):
 class PopulationModule(pl.LightningModule):
     """Trains K copies of a classifier, each member with its own optimizer and schedule.
 
+    Optimization is manual, as in :class:`~tuner.training.TrialModule`: each training step
+    receives a list of batches (``StepChunks``) and takes one optimizer step of every
+    member per batch, so ``trainer.global_step`` counts optimizer steps.
+
     Args:
         nets: One network per member, identical in architecture.
         optimizers: Each member's optimizer spec (``optimizer`` config group).
