@@ -51,6 +51,13 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "study.max_consecutive_failures")
     if not isinstance(cfg.study.get("stop_on_failure", False), bool):
         raise UserError("study.stop_on_failure", cfg.study.stop_on_failure, "give true or false")
+    population = cfg.study.get("population", 1)
+    if population != "auto" and (
+        isinstance(population, bool) or not isinstance(population, int) or population < 1
+    ):
+        raise UserError(
+            "study.population", population, "give a whole number >= 1 (1: one trial at a time) or auto"
+        )
     if cfg.study.direction not in ("minimize", "maximize"):
         raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
     if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):

@@ -26,7 +26,7 @@ from tuner.resilience import StorageGuard, failure_summary
 from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import best_trials, count_finished, count_started, mask_password, open_study
-from tuner.tracking import Tracker, local_uri
+from tuner.tracking import Tracker, TrialRun, local_uri
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 _STATES = {
@@ -81,6 +81,12 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
     datamodule = build_datamodule(cfg)
     # A model that cannot be built, or too large a population, fails before any study exists.
     check_population(cfg, build_model(cfg, datamodule))
+    size, step_population = 1, None
+    if cfg.study.get("population", 1) != 1:
+        # K trials in one fit (study.population); that module imports this one.
+        from tuner.population import population_size, population_step
+
+        size, step_population = population_size(cfg, specs, datamodule), population_step
     study = open_study(cfg, specs, name=name)
     was_new = len(study.get_trials(deepcopy=False)) == 0
     uri = tracking_uri(cfg)
@@ -117,13 +123,21 @@ def tune(cfg: DictConfig, specs: list[ParamSpec], *, progress: StudyProgress) ->
             if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                 stopped = f"study.timeout={cfg.study.timeout} s reached"
                 break
-            outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress, guard)
-            if outcome is None:
+            left = total - count_started(study)
+            if step_population is not None and size > 1 and left > 1:
+                outcomes = step_population(
+                    cfg, specs, study, datamodule, tracker, parent, progress, size=min(size, left)
+                )
+            else:
+                outcome = _one_trial(cfg, specs, study, datamodule, tracker, parent, progress, guard)
+                outcomes = [] if outcome is None else [outcome]
+            if not outcomes:
                 break
-            told += 1
-            failures = failures + 1 if outcome.state == "FAIL" else 0
+            told += len(outcomes)
+            for outcome in outcomes:
+                failures = failures + 1 if outcome.state == "FAIL" else 0
             if failures >= limit:
-                stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcome.reason}"
+                stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
                 fault = failure_summary(study, failures=failures, limit_key=limit_key)
                 break
         run_arms(cfg, specs, study, datamodule, tracker, parent, progress)
@@ -167,11 +181,44 @@ def _one_trial(
     guard: StorageGuard,
 ) -> Outcome | None:
     trial = guard("asking for a trial", study.ask)
-    # Another worker may have started the last trial between our count and our ask.
+    if is_surplus(cfg, study, trial):
+        return None
+    trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
+    try:
+        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
+    except KeyboardInterrupt:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
+        raise
+    except UserError:
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        run.end("FAIL", value=None, reason="configuration error")
+        raise
+    record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
+    return outcome
+
+
+def is_surplus(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial) -> bool:
+    """True (and the trial told FAIL) if another worker already started the study's last trial."""
     if count_started(study) > int(cfg.study.n_trials) and _later_than_others(study, trial):
         study._storage.set_trial_system_attr(trial._trial_id, "tuner.surplus", True)
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        return None
+        return True
+    return False
+
+
+def start_trial(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    trial: optuna.Trial,
+    tracker: Tracker,
+    parent: str,
+    progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
+) -> tuple[DictConfig, TrialRun]:
+    """Samples a trial's config, checks it, and opens its nested MLflow run."""
+    guard = guard or StorageGuard()
     values = guard("sampling a trial", lambda: suggest(trial, specs, cfg))
     trial_cfg = apply(cfg, specs, values)
     check_trial(trial_cfg)
@@ -186,16 +233,21 @@ def _one_trial(
     if run_id is not None:
         guard("saving the trial's run id", lambda: trial.set_user_attr("mlflow_run_id", run_id))
     progress.trial_started(trial.number, values)
-    try:
-        outcome = run_trial(trial_cfg, datamodule, trial=trial, run=run)
-    except KeyboardInterrupt:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("KILLED", value=None, reason="interrupted (Ctrl-C)")
-        raise
-    except UserError:
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        run.end("FAIL", value=None, reason="configuration error")
-        raise
+    return trial_cfg, run
+
+
+def record_outcome(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    trial_cfg: DictConfig,
+    run: TrialRun,
+    outcome: Outcome,
+    progress: StudyProgress,
+    *,
+    guard: StorageGuard | None = None,
+) -> None:
+    """Tells Optuna how a trial ended and ends its MLflow run with the same state."""
+    guard = guard or StorageGuard()
     run.log_lr_curve(
         planned=planned_lrs(trial_cfg),
         title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
@@ -214,7 +266,6 @@ def _one_trial(
         extra={"steps": outcome.steps, **outcome.metrics},
     )
     guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
-    return outcome
 
 
 def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: str | None) -> None:

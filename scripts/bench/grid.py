@@ -28,7 +28,9 @@ ORACLES = Path(__file__).parent / "oracles"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--points", type=int, default=13)
     parser.add_argument("--low", type=float, default=1e-4)
     parser.add_argument("--high", type=float, default=0.3)

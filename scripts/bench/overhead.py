@@ -76,7 +76,9 @@ def evaluate(net, loader) -> float:
 def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
     start = time.perf_counter()
     trial = study.ask()
-    run = tracker.start_trial(parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml="")
+    run = tracker.start_trial(
+        parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml=""
+    )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)
@@ -85,7 +87,9 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="3 pairs of 500 steps")
     parser.add_argument("--pairs", type=int, default=5)
     parser.add_argument("overrides", nargs="*")
