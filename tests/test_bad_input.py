@@ -68,7 +68,7 @@ CASES = [
     ("data-target-not-importable", ["data._target_=my_lab.data.Set"], "data._target_"),
     ("data-path-missing", ["data=file", "data.path={tmp}/no-such.npz"], "data.path"),
     ("data-file-without-labels", ["data=file", "data.path={tmp}/no-labels.npz"], "data.y_key"),
-    ("population-too-large", ["+study.population=1000000000"], "study.population"),
+    ("population-too-large", ["study.population=1000000000"], "study.population"),
     ("study-exists-with-another-space", ["study.name=taken", "search=lr"], "study.name"),
     ("unknown-mode", ["mode=train"], "mode"),
     ("stop-on-failure-not-bool", ["study.stop_on_failure=maybe"], "study.stop_on_failure"),
