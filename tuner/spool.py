@@ -77,6 +77,9 @@ class SpoolWriter:
 
     def submit(self, op: Op) -> None:
         """Queues a write (and spools it, while an outage lasts)."""
+        if op.kind == "local" and self._spool is not None:
+            self._run_local(op)  # the store is away: do the work now, so its writes are spooled
+            return
         with self._cond:
             self._seq += 1
             op.seq = self._seq
@@ -114,7 +117,7 @@ class SpoolWriter:
                     return
                 op = self._queue[0]
             error = self._execute(op)
-            if error is not None and op.ref in self._lost_runs:
+            if error is not None and (op.kind == "local" or op.ref in self._lost_runs):
                 self.errors.append(f"{describe([op], names=self.names, ids=self.ids)}: {error}")
                 self._done(op, sent=False)
                 continue
@@ -158,7 +161,7 @@ class SpoolWriter:
     def _execute(self, op: Op) -> str | None:
         """Runs one write; None on success, else the error as text."""
         try:
-            if op.kind == "call":
+            if op.kind in ("call", "local"):
                 assert op.call is not None
                 op.call()
                 return None
@@ -221,9 +224,25 @@ class SpoolWriter:
             for op in self._queue:
                 self._write_op(op)
             self._spool.flush()
+        self._run_locals()
+
+    def _run_locals(self) -> None:
+        """Runs the queued local work now (the store is away), so what it writes is spooled."""
+        with self._cond:
+            pending = [op for op in list(self._queue)[1:] if op.kind == "local"]
+            self._queue = deque(op for op in self._queue if op not in pending)
+        for op in pending:
+            self._run_local(op)
+
+    def _run_local(self, op: Op) -> None:
+        try:
+            assert op.call is not None
+            op.call()
+        except Exception as exc:  # a plot that fails must not stop the study
+            self.errors.append(f"local work for MLflow failed: {type(exc).__name__}: {exc}")
 
     def _write_op(self, op: Op) -> None:
-        if op.kind == "call":
+        if op.kind in ("call", "local"):
             return  # a callable cannot be kept on disk; reported if never sent
         ref = self.ids.get(op.ref, op.ref)
         line = {"seq": op.seq, "kind": op.kind, "ref": ref, "data": op.data}
@@ -280,6 +299,8 @@ class SpoolWriter:
             self._cond.notify_all()
         self._wake.set()
         self._thread.join()
+        if self._spool is not None:
+            self._run_locals()
         problems = list(self.errors)
         with self._cond:
             left = list(self._queue)

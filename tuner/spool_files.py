@@ -27,10 +27,12 @@ class Op:
 
     Attributes:
         kind: ``create`` (a run), ``batch`` (metrics, params, tags), ``text``, ``artifact``,
-            ``end`` (terminate the run) or ``call`` (any callable: not kept on disk).
+            ``end`` (terminate the run), ``call`` (any callable: not kept on disk) or
+            ``local`` (a callable that makes files without the store and submits their
+            writes: run at once while the store is away, so those writes are kept).
         ref: The run it writes to: a run id, or a placeholder of a run not yet created.
         data: The write's content (JSON-serialisable).
-        call: The callable of a ``call`` write.
+        call: The callable of a ``call`` or ``local`` write.
     """
 
     kind: str

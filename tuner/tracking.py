@@ -339,7 +339,7 @@ class TrialRun:
             # Sent as its own write, so it is kept in the spool (and its folder removed once sent).
             self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path), "remove": True}))
 
-        self.tracker.submit(write)
+        self.tracker._writer.submit(Op("local", self.run_id, call=write))
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
