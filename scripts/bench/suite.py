@@ -66,7 +66,7 @@ class Size:
 
 
 SIZES = {
-    "default": Size("default", tuple(TASKS), 5, 1000, 200, 7, 3, 17, (0, 1)),
+    "default": Size("default", tuple(TASKS), 5, 1000, 200, 6, 3, 17, (0, 1)),
     "quick": Size("quick", tuple(TASKS), 2, 1000, 200, 3, 1, 17, (0, 1)),
     # For the smoke test: seconds, not a measurement.
     "tiny": Size("tiny", ("digits-mlp-sgd",), 1, 40, 20, 2, 1, 3, (0,)),
