@@ -66,6 +66,13 @@ def run_subprocess(
     )
 
 
+def _missing_service(reason: str) -> None:
+    """Skips where a developer lacks a service; in CI, which installs them, that is a failure."""
+    if os.environ.get("CI"):
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """A real PostgreSQL server for the session (tests/services.py); its URL has a password."""
@@ -73,7 +80,7 @@ def postgres_url() -> Iterator[str]:
 
     reason = postgres_available()
     if reason:
-        pytest.skip(reason)
+        _missing_service(reason)
     with postgres_server() as url:
         yield url
 
@@ -85,6 +92,6 @@ def slurm_env() -> Iterator[dict[str, str]]:
 
     reason = slurm_available()
     if reason:
-        pytest.skip(reason)
+        _missing_service(reason)
     with slurm_cluster() as env:
         yield env
