@@ -58,3 +58,33 @@ def test_guard_flags_nan_and_explosions():
     assert guard.check([5.0, 6.0]) is None  # below 4x of 2.3
     assert "exploded" in (guard.check([10.0, 12.0]) or "")
     assert "non-finite" in (DivergenceGuard().check([1.0, math.nan]) or "")
+
+
+def test_direct_step_trains_as_lightnings_own_path(compose_cfg, monkeypatch):
+    """The single-process shortcut past the strategy changes nothing a trial computes."""
+    from tuner.training.module import TrialModule
+
+    cfg = compose_cfg(*SHORT, "model=mlp", "trainer.gradient_clip_val=0.5", "trainer.steps_per_call=4")
+    datamodule = build_datamodule(cfg)
+    direct, through = _Sink(), _Sink()
+    a = run_trial(cfg, datamodule, trial=None, run=direct)
+    original = TrialModule.on_fit_start
+
+    def lightning_path(self):
+        original(self)
+        assert self._direct  # the shortcut was on for the first run
+        self._direct = False
+
+    monkeypatch.setattr(TrialModule, "on_fit_start", lightning_path)
+    b = run_trial(cfg, datamodule, trial=None, run=through)
+    assert direct.losses == through.losses and len(direct.losses) == 40
+    assert a.steps == b.steps == 40 and a.value == b.value
+
+
+def test_steps_per_call_divides_the_validation_interval(compose_cfg):
+    from tuner.objective import steps_per_call
+
+    assert steps_per_call(compose_cfg("trainer.val_check_interval=250")) == 10
+    assert steps_per_call(compose_cfg("trainer.val_check_interval=250", "trainer.steps_per_call=8")) == 5
+    assert steps_per_call(compose_cfg("trainer.val_check_interval=7", "trainer.steps_per_call=8")) == 7
+    assert steps_per_call(compose_cfg("trainer.val_check_interval=13", "trainer.steps_per_call=8")) == 1

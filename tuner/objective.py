@@ -45,8 +45,11 @@ class Outcome:
 
 
 def steps_per_call(cfg: DictConfig) -> int:
-    """Optimizer steps per Lightning step: the configured value, dividing the validation interval."""
-    return math.gcd(int(cfg.trainer.get("steps_per_call") or 1), int(cfg.trainer.val_check_interval))
+    """Optimizer steps per Lightning step: the largest divisor of the validation interval
+    not above the configured value, so validation still falls on the configured steps."""
+    wanted = max(1, int(cfg.trainer.get("steps_per_call") or 1))
+    every = int(cfg.trainer.val_check_interval)
+    return max(d for d in range(1, min(wanted, every) + 1) if every % d == 0)
 
 
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
