@@ -7,9 +7,9 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torch import nn
 from pytorch_lightning.plugins.precision import Precision
 from pytorch_lightning.strategies import SingleDeviceStrategy
+from torch import nn
 from torch.nn import functional as F
 
 from tuner.optimizers import build_optimizer, set_train_mode
@@ -116,9 +116,9 @@ class TrialModule(pl.LightningModule):
         # a tenth of a small model's step on a CPU. DDP, mixed precision and anything
         # else keep Lightning's path (gradient sync, loss scaling).
         strategy = self.trainer.strategy
-        self._direct = isinstance(strategy, SingleDeviceStrategy) and type(
-            strategy.precision_plugin
-        ) is Precision
+        self._direct = (
+            isinstance(strategy, SingleDeviceStrategy) and type(strategy.precision_plugin) is Precision
+        )
 
     def _direct_step(self, loss: torch.Tensor, optimizer: pl.core.optimizer.LightningOptimizer) -> None:
         """backward() and step() without the strategy; the step still counts as Lightning's."""
