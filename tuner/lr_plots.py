@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import csv
 import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from tuner.build import plain
+from tuner.lr_figure import plot_lr
 from tuner.schedules import lr_curve, warmup_length
 
 
@@ -25,51 +26,6 @@ def planned_lrs(cfg: DictConfig) -> Callable[[], list[float]]:
     """
     peak, schedule, total = float(cfg.optimizer.lr), plain(cfg.schedule), int(cfg.trainer.max_steps)
     return lambda: [peak * m for m in lr_curve(schedule, total)]
-
-
-def plot_lr(
-    path: Path,
-    *,
-    title: str,
-    planned: Sequence[float] | None = None,
-    steps: Sequence[int] = (),
-    lrs: Sequence[float] = (),
-    warmup: int = 0,
-) -> Path:
-    """Draws an LR curve to a PNG.
-
-    Args:
-        path: The PNG to write.
-        title: Figure title.
-        planned: Closed-form LR at steps ``0..len-1`` (dashed), or None.
-        steps: Steps a run took.
-        lrs: The LR it recorded at each of them (solid).
-        warmup: Steps of warmup, marked by a dotted line when > 0.
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(6.4, 3.6), dpi=100)
-    FigureCanvasAgg(figure)
-    axes = figure.add_subplot()
-    if planned is not None:
-        style = "--" if steps else "-"
-        axes.plot(
-            range(len(planned)), planned, style, color="tab:gray", lw=1.2, label="planned (closed form)"
-        )
-    if steps:
-        axes.plot(steps, lrs, color="tab:blue", lw=1.6, label=f"recorded ({len(steps)} steps)")
-    if warmup > 0:
-        axes.axvline(warmup, color="tab:orange", ls=":", lw=1, label=f"end of warmup ({warmup})")
-    axes.set_xlabel("optimizer step")
-    axes.set_ylabel("learning rate")
-    axes.set_title(title, fontsize=8)
-    axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="best")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    return path
 
 
 def draw_schedule(cfg: DictConfig) -> tuple[Path, Path]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 # scheme://user:password@  -- the password is anything up to the last '@' before the host.
@@ -39,6 +40,12 @@ def mask_value(key: str, value: Any) -> Any:
 
 def masked_config(cfg: DictConfig) -> DictConfig:
     """A resolved copy of the config with every secret masked, for printing and artifacts."""
+    masked = OmegaConf.create(_masked_container(cfg))
+    assert isinstance(masked, DictConfig)
+    return masked
+
+
+def _masked_container(cfg: DictConfig) -> Any:
     container = OmegaConf.to_container(cfg, resolve=True)
 
     def walk(node: Any, prefix: str) -> Any:
@@ -48,11 +55,17 @@ def masked_config(cfg: DictConfig) -> DictConfig:
             return [walk(v, prefix) for v in node]
         return mask_value(prefix, node)
 
-    masked = OmegaConf.create(walk(container, ""))
-    assert isinstance(masked, DictConfig)
-    return masked
+    return walk(container, "")
 
 
 def masked_yaml(cfg: DictConfig) -> str:
-    """The config as YAML, with secrets masked."""
-    return OmegaConf.to_yaml(masked_config(cfg))
+    """The config as YAML, with secrets masked.
+
+    Dumped by PyYAML's C emitter when there is one: ``OmegaConf.to_yaml`` of a whole
+    trial config took 20 ms, paid for every trial.
+    """
+    container = _masked_container(cfg)
+    dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+    return str(
+        yaml.dump(container, Dumper=dumper, default_flow_style=False, sort_keys=False, allow_unicode=True)
+    )

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlparse
 from mlflow.entities import Param, RunStatus, ViewType
 from mlflow.tracking import MlflowClient
 
+from tuner.lr_figure import FigureProcess
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
 from tuner.spool import SpoolWriter
@@ -95,6 +96,7 @@ class Tracker:
             max_wait=max_wait,
             describe_store=f"MLflow at {mask_secrets(uri)}",
         )
+        self.figures = FigureProcess()  # LR curves, drawn off this process's GIL
         if spool_dir is not None and spool_dir.is_dir():
             replayed = self._writer.replay(orphaned_spools(spool_dir, experiment))
             if replayed:
@@ -229,7 +231,10 @@ class Tracker:
         Args:
             timeout: Seconds to wait for a store that is away before leaving the rest in the spool.
         """
-        return self._writer.close(timeout=timeout)
+        try:
+            return self._writer.close(timeout=timeout)
+        finally:
+            self.figures.close()
 
     def discard(self, parent_id: str) -> None:
         """Removes what this run of a study made: its runs, and the experiment if it made it.
@@ -322,14 +327,13 @@ class TrialRun:
     def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
         """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
 
-        Drawn on the background thread, so the next trial does not wait for matplotlib.
+        The tracker's thread asks the figure process (:mod:`tuner.lr_figure`) to draw it,
+        so neither the next trial nor the training loop (through the GIL) waits for matplotlib.
         """
-        from tuner.lr_plots import plot_lr
-
         steps, lrs = list(self._lr_steps), list(self._lrs)
 
         def write() -> None:
-            path = plot_lr(
+            path = self.tracker.figures.plot_lr(
                 Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
                 title=title,
                 planned=planned() if planned is not None else None,
