@@ -24,10 +24,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 from tuner.secrets import mask_secrets
+from tuner.sidecar import ChildGone, Refused, Sidecar, write_to_store
 from tuner.spool_files import PENDING, Op, describe, load_spool
 
 _REJECTED_AFTER = 3
@@ -42,6 +42,8 @@ class SpoolWriter:
         spool_path: The spool file of this process (None: keep pending writes in memory only).
         max_wait: Longest wait between two retries in an outage, in seconds.
         describe_store: How messages name the store (no password).
+        sidecar: Runs the writes in a child process (with its own client for ``uri``).
+        uri: The store's tracking URI, for the sidecar.
     """
 
     def __init__(
@@ -52,8 +54,12 @@ class SpoolWriter:
         spool_path: Path | None,
         max_wait: float = 30.0,
         describe_store: str = "the MLflow store",
+        sidecar: Sidecar | None = None,
+        uri: str = "",
     ) -> None:
         self.client = client
+        self.sidecar = sidecar
+        self.uri = uri
         self.probe = probe
         self.spool_path = spool_path
         self.max_wait = max_wait
@@ -166,34 +172,28 @@ class SpoolWriter:
                 op.call()
                 return None
             if op.kind == "create":
-                run = self.client.create_run(
-                    op.data["experiment_id"], run_name=op.data["run_name"], tags=op.data["tags"]
-                )
-                self.ids[op.ref] = run.info.run_id
+                self.ids[op.ref] = str(self._write("create", None, op.data))
                 return None
             run_id = self.resolve(op.ref)
             if run_id is None:
                 return f"its run {self.names.get(op.ref, op.ref)} was never created"
-            if op.kind == "batch":
-                self.client.log_batch(
-                    run_id,
-                    metrics=[
-                        Metric(k, float(v), int(t), int(s)) for k, v, t, s in op.data.get("metrics", ())
-                    ],
-                    params=[Param(k, v) for k, v in op.data.get("params", ())],
-                    tags=[RunTag(k, v) for k, v in op.data.get("tags", ())],
-                )
-            elif op.kind == "text":
-                self.client.log_text(run_id, op.data["text"], op.data["file"])
-            elif op.kind == "artifact":
-                self.client.log_artifact(run_id, op.data["path"])
-            elif op.kind == "end":
-                self.client.set_terminated(run_id, op.data["status"])
-            else:
-                return f"unknown write {op.kind}"
+            self._write(op.kind, run_id, op.data)
+        except Refused as exc:
+            return str(exc)
         except Exception as exc:  # a tracking failure must never stop the study
             return f"{type(exc).__name__}: {str(exc)[:500]}"
         return None
+
+    def _write(self, kind: str, run_id: str | None, data: dict[str, Any]) -> str | None:
+        """One write, by the sidecar process when there is one (off this process's GIL)."""
+        if self.sidecar is not None and self.sidecar.alive:
+            request = {"kind": "store", "uri": self.uri, "write": kind, "run_id": run_id, "data": data}
+            try:
+                result = self.sidecar.ask(request)
+                return None if result is None else str(result)
+            except ChildGone:
+                pass  # this thread writes from now on
+        return write_to_store(self.client, kind, run_id, data)
 
     def _done(self, op: Op, *, sent: bool) -> None:
         if op.kind == "artifact" and op.data.get("remove"):

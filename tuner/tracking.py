@@ -23,9 +23,9 @@ from urllib.parse import unquote, urlparse
 from mlflow.entities import Param, RunStatus, ViewType
 from mlflow.tracking import MlflowClient
 
-from tuner.lr_figure import FigureProcess
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
+from tuner.sidecar import Sidecar
 from tuner.spool import SpoolWriter
 from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
 
@@ -89,14 +89,17 @@ class Tracker:
             self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             self.created_experiment = True
         probe: Callable[[], str | None] = (lambda: probe_server(uri)) if remote else (lambda: None)
+        # LR curves and the writes themselves run in a child process, off the training GIL.
+        self.sidecar = Sidecar()
         self._writer = SpoolWriter(
             self.client,
+            sidecar=self.sidecar,
+            uri=uri,
             probe=probe,
             spool_path=spool_file(spool_dir, experiment) if spool_dir is not None else None,
             max_wait=max_wait,
             describe_store=f"MLflow at {mask_secrets(uri)}",
         )
-        self.figures = FigureProcess()  # LR curves, drawn off this process's GIL
         if spool_dir is not None and spool_dir.is_dir():
             replayed = self._writer.replay(orphaned_spools(spool_dir, experiment))
             if replayed:
@@ -234,7 +237,7 @@ class Tracker:
         try:
             return self._writer.close(timeout=timeout)
         finally:
-            self.figures.close()
+            self.sidecar.close()
 
     def discard(self, parent_id: str) -> None:
         """Removes what this run of a study made: its runs, and the experiment if it made it.
@@ -327,13 +330,13 @@ class TrialRun:
     def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
         """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
 
-        The tracker's thread asks the figure process (:mod:`tuner.lr_figure`) to draw it,
+        The tracker's thread asks the sidecar process (:mod:`tuner.sidecar`) to draw it,
         so neither the next trial nor the training loop (through the GIL) waits for matplotlib.
         """
         steps, lrs = list(self._lr_steps), list(self._lrs)
 
         def write() -> None:
-            path = self.tracker.figures.plot_lr(
+            path = self.tracker.sidecar.plot_lr(
                 Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
                 title=title,
                 planned=planned() if planned is not None else None,
