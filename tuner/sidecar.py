@@ -16,6 +16,7 @@ an error (a write the store refused, a figure that could not be saved) is an ans
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,7 +76,16 @@ class Sidecar:
 
             return plot_lr(path, **kwargs)  # raises the error itself if it was the figure's
 
-    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+    def start(self) -> None:
+        """Starts the child now, so that its imports (about a second) overlap other work."""
+        with self._lock:
+            if not self._broken:
+                try:
+                    self._spawn()
+                except OSError:
+                    self._broken = True
+
+    def _spawn(self) -> subprocess.Popen[str]:
         if self._child is None:
             self._child = subprocess.Popen(
                 [sys.executable, "-m", "tuner.sidecar"],
@@ -84,7 +94,10 @@ class Sidecar:
                 stderr=subprocess.DEVNULL,  # errors come back as answers
                 text=True,
             )
-        child = self._child
+        return self._child
+
+    def _exchange(self, request: dict[str, Any]) -> dict[str, Any]:
+        child = self._spawn()
         assert child.stdin is not None and child.stdout is not None
         child.stdin.write(json.dumps(request) + "\n")
         child.stdin.flush()
@@ -151,6 +164,9 @@ def serve() -> None:
     """The child's loop: a JSON request a line on stdin, a JSON answer a line on stdout."""
     # Ctrl-C reaches the whole process group; the parent decides when this child stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Imported before the first request, while the parent is still busy with its own start.
+    import matplotlib.figure  # noqa: F401
+    import mlflow.tracking  # noqa: F401
     clients: dict[str, Any] = {}
     for line in sys.stdin:
         try:
@@ -175,6 +191,9 @@ def serve() -> None:
             answer = {"error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         sys.stdout.write(json.dumps(answer) + "\n")
         sys.stdout.flush()
+    # Every request was answered after its work was done (committed, saved): nothing is
+    # left for the interpreter's teardown, which takes about a second with MLflow loaded.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -91,6 +91,7 @@ class Tracker:
         probe: Callable[[], str | None] = (lambda: probe_server(uri)) if remote else (lambda: None)
         # LR curves and the writes themselves run in a child process, off the training GIL.
         self.sidecar = Sidecar()
+        self.sidecar.start()
         self._writer = SpoolWriter(
             self.client,
             sidecar=self.sidecar,
