@@ -167,6 +167,7 @@ def serve() -> None:
     # Imported before the first request, while the parent is still busy with its own start.
     import matplotlib.figure  # noqa: F401
     import mlflow.tracking  # noqa: F401
+
     clients: dict[str, Any] = {}
     for line in sys.stdin:
         try:
