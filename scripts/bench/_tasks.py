@@ -23,7 +23,9 @@ ORACLES = Path(__file__).resolve().parent / "oracles"
 TASKS: dict[str, list[str]] = {
     "mnist1d-cnn-adam": ["data=mnist1d", "model=cnn1d", "optimizer=adam"],
     "mnist1d-mlp-sgd": ["data=mnist1d", "model=mlp", "optimizer=sgd"],
-    "digits-mlp-adamw": ["data=digits", "model=mlp", "optimizer=adamw"],
+    # SGD, not AdamW, on digits: with AdamW every LR from 1e-4 to 3e-2 ends within 0.7 points
+    # (oracles/digits-mlp-adamw.json), so that grid has no best LR to be measured against.
+    "digits-mlp-sgd": ["data=digits", "model=mlp", "optimizer=sgd"],
     # Not used to set finder.scale: a check of it on a fourth optimizer.
     "mnist1d-mlp-adam": ["data=mnist1d", "model=mlp", "optimizer=adam"],
 }

@@ -34,12 +34,23 @@ def hydra_value(value: Any) -> str:
     if isinstance(value, str):
         if _BARE.fullmatch(value) and value.lower() not in _WORDS:
             return value
-        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+        return _quoted(value)
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(hydra_value(v) for v in value) + "]"
     if isinstance(value, Mapping):
         return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     return hydra_value(str(value))
+
+
+def _quoted(text: str) -> str:
+    """A single-quoted Hydra string. Hydra reads a backslash as an escape only in a run of
+    backslashes that ends at a quote or at the closing quote; elsewhere it is literal."""
+
+    def escape(match: re.Match[str]) -> str:
+        run, quote = match.group(1), match.group(2)
+        return run * 2 + ("\\'" if quote else "")
+
+    return "'" + re.sub(r"(\\*)('|$)", escape, text) + "'"
 
 
 def _leaves(node: Any, prefix: str) -> dict[str, Any]:
