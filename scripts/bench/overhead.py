@@ -23,6 +23,7 @@ from pathlib import Path
 
 import optuna
 import torch
+from rawloop import accuracy
 from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
@@ -57,23 +58,12 @@ def raw_loop(cfg, datamodule) -> float:
             losses.append(loss.detach())
             step += 1
             if step % every == 0:
-                evaluate(net, datamodule.val_dataloader())
+                accuracy(net, datamodule.val_dataloader())
             if step >= total:
                 break
-    evaluate(net, datamodule.test_dataloader())
+    accuracy(net, datamodule.test_dataloader())
     torch.stack(losses).tolist()
     return time.perf_counter() - start
-
-
-@torch.no_grad()
-def evaluate(net, loader) -> float:
-    net.eval()
-    correct = count = 0
-    for x, y in loader:
-        correct += int((net(x).argmax(1) == y).sum())
-        count += len(y)
-    net.train()
-    return correct / count
 
 
 def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
