@@ -131,3 +131,20 @@ def test_bad_input_is_one_clear_line(tmp_path, run_cli, override, key):
     assert lines[0].startswith(f"error: {key}=")
     assert "Traceback" not in err + out
     assert not (tmp_path / "runs" / "optuna.journal").exists()
+
+
+def test_a_grid_study_ends_when_its_grid_is_done(run_cli):
+    """Optuna's grid sampler stops the study itself only inside optimize(); ours stops here."""
+    import optuna
+
+    code, out, err = run_cli(
+        *TINY, "sampler=grid", "sampler.grid_points=3", "search=lr", "study.n_trials=5", "study.name=grid"
+    )
+    assert code == 0, err
+    assert "every point of the grid is tried (sampler.grid_points=3" in out
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend("runs/optuna.journal")
+    )
+    trials = optuna.load_study(study_name="grid", storage=storage).trials
+    assert sorted(t.params["lr"] for t in trials) == sorted({t.params["lr"] for t in trials})  # no repeats
+    assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

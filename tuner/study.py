@@ -32,6 +32,17 @@ def _kwargs(node: DictConfig, *drop: str) -> dict[str, Any]:
     return {str(k): v for k, v in values.items() if k not in ("name", *drop) and v is not None}
 
 
+class AskTellGrid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler for the ask-and-tell loop of :func:`tuner.tune.tune`.
+
+    Optuna's own calls ``Study.stop()`` once the grid is done, which raises outside
+    ``Study.optimize``; the study loop asks :meth:`is_exhausted` before each trial instead.
+    """
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
 def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.samplers.BaseSampler:
     """The sampler named by ``sampler.name`` with the rest of ``sampler`` as arguments."""
     name, kwargs = str(cfg.sampler.name), _kwargs(cfg.sampler, "grid_points")
@@ -48,7 +59,7 @@ def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.sampler
             return optuna.samplers.QMCSampler(**kwargs)
         if name == "grid":
             points = int(cfg.sampler.get("grid_points") or 8)
-            return optuna.samplers.GridSampler(grid(specs, points=points), **kwargs)
+            return AskTellGrid(grid(specs, points=points), **kwargs)
     except TypeError as exc:
         raise UserError(f"sampler.{name}", kwargs, f"argument not accepted ({exc})") from None
     raise UserError("sampler.name", name, f"use one of {', '.join(SAMPLERS)}")

@@ -37,7 +37,7 @@ from tuner.secrets import masked_yaml
 from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
-from tuner.study import build_sampler, count_finished, count_started
+from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.tracking import Tracker, TrialRun
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -112,6 +112,12 @@ def tune(
                     break
                 if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
                     stopped = f"study.timeout={cfg.study.timeout} s reached"
+                    break
+                if isinstance(study.sampler, AskTellGrid) and study.sampler.is_exhausted(study):
+                    stopped = (
+                        f"every point of the grid is tried (sampler.grid_points="
+                        f"{cfg.sampler.get('grid_points')} per axis); raise it for more trials"
+                    )
                     break
                 begun = guard("counting trials", lambda: count_started(study))
                 if begun >= total:
