@@ -148,3 +148,17 @@ def test_a_grid_study_ends_when_its_grid_is_done(run_cli):
     trials = optuna.load_study(study_name="grid", storage=storage).trials
     assert sorted(t.params["lr"] for t in trials) == sorted({t.params["lr"] for t in trials})  # no repeats
     assert len(trials) == 3 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_a_resumed_study_draws_new_points(run_cli):
+    """A resumed study's sampler moves on from its seed: it does not repeat the first draws."""
+    import optuna
+
+    args = (*TINY, "sampler=random", "pruner=none", "search=lr", "study.name=resumed")
+    assert run_cli(*args, "study.n_trials=2")[0] == 0
+    assert run_cli(*args, "study.n_trials=4")[0] == 0
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend("runs/optuna.journal")
+    )
+    lrs = [t.params["lr"] for t in optuna.load_study(study_name="resumed", storage=storage).trials]
+    assert len(lrs) == 4 and len(set(lrs)) == 4
