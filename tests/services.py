@@ -26,6 +26,8 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+from tuner.spool_files import process_alive
+
 
 def free_port() -> int:
     """A TCP port nothing listens on now (the OS picks it)."""
@@ -81,29 +83,15 @@ class ServiceUnavailable(RuntimeError):
     """The service cannot run on this machine (says why, for a test skip)."""
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie (our own child, not yet reaped) is as good as gone.
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
-
-
 def stop_pid(pid: int, *, sig: int = signal.SIGTERM, wait: float = 30.0) -> None:
     """Sends ``sig`` to one process and waits for it to end (SIGKILL after ``wait`` s)."""
-    if pid <= 0 or not _alive(pid):
+    if pid <= 0 or not process_alive(pid):
         return
     os.kill(pid, sig)
     deadline = time.monotonic() + wait
-    while _alive(pid) and time.monotonic() < deadline:
+    while process_alive(pid) and time.monotonic() < deadline:
         time.sleep(0.1)
-    if _alive(pid):
+    if process_alive(pid):
         os.kill(pid, signal.SIGKILL)
 
 

@@ -78,19 +78,23 @@ def orphaned_spools(spool_dir: Path, experiment: str) -> list[Path]:
     prefix = f"{_safe(experiment)}.{_safe(socket.gethostname())}."
     for path in sorted(spool_dir.glob(f"{glob.escape(prefix)}*.jsonl")):
         pid = path.name.removeprefix(prefix).removesuffix(".jsonl")
-        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             found.append(path)
     return found
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this machine lives (a zombie, ended but not reaped, does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:  # no /proc (macOS): the signal check is all there is
+        return True
 
 
 def describe(ops: list[Op], *, names: dict[str, str], ids: dict[str, str]) -> str:
