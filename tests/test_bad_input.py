@@ -72,6 +72,7 @@ CASES = [
     ("study-exists-with-another-space", ["study.name=taken", "search=lr"], "study.name"),
     ("unknown-mode", ["mode=train"], "mode"),
     ("stop-on-failure-not-bool", ["study.stop_on_failure=maybe"], "study.stop_on_failure"),
+    ("sidecar-not-a-choice", ["tracking.sidecar=maybe"], "tracking.sidecar"),
 ]
 
 

@@ -50,6 +50,9 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "trainer.max_steps")
     _positive(cfg, "trainer.val_check_interval")
     _positive(cfg, "study.max_consecutive_failures")
+    sidecar = cfg.tracking.get("sidecar", "auto")
+    if sidecar not in (True, False, "auto"):
+        raise UserError("tracking.sidecar", sidecar, "give auto, true or false")
     if not isinstance(cfg.study.get("stop_on_failure", False), bool):
         raise UserError("study.stop_on_failure", cfg.study.stop_on_failure, "give true or false")
     population = cfg.study.get("population", 1)

@@ -65,6 +65,21 @@ class Tracked:
     population: tuple[int, Callable[..., Any] | None]
 
 
+def sidecar_wanted(cfg: DictConfig) -> bool:
+    """``tracking.sidecar``: true / false, or auto: on when a core is left free by the trials.
+
+    A sidecar on a machine whose cores all train (one worker per core) takes CPU from
+    them and pays its imports: there it is slower than the tracker's own thread.
+    """
+    value = cfg.tracking.get("sidecar", "auto")
+    if isinstance(value, bool):
+        return value
+    from tuner.launch.plan import cpu_cores
+
+    cores = cpu_cores()
+    return cores > int(cfg.trainer.get("num_threads") or cores)
+
+
 def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
     """Opens (or creates) the study and its MLflow parent run.
 
@@ -92,6 +107,7 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
         artifact_root=root / "artifacts",
         spool_dir=root / "spool",
         max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
+        sidecar=sidecar_wanted(cfg),
     )
     parent = tracker.parent_run(name, params=flat_params(cfg))
     flush = float(cfg.tracking.get("flush_timeout", 60))

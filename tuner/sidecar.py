@@ -35,13 +35,17 @@ class Sidecar:
 
     def __init__(self) -> None:
         self._child: subprocess.Popen[str] | None = None
+        self._started = False
         self._broken = False
         self._lock = threading.Lock()
 
     @property
     def alive(self) -> bool:
-        """False once the child failed: callers then do the work themselves."""
-        return not self._broken
+        """Whether requests go to the child: after :meth:`start`, until the child fails.
+
+        Otherwise callers do the work themselves.
+        """
+        return self._started and not self._broken
 
     def ask(self, request: dict[str, Any]) -> Any:
         """Runs a request in the child and returns its result.
@@ -51,8 +55,8 @@ class Sidecar:
             ChildGone: The child could not start or died (then :attr:`alive` is False).
         """
         with self._lock:
-            if self._broken:
-                raise ChildGone("the sidecar process is gone")
+            if not self._started or self._broken:
+                raise ChildGone("the sidecar process is not running")
             try:
                 answer = self._exchange(request)
             except (OSError, ValueError, ChildGone) as exc:
@@ -79,6 +83,7 @@ class Sidecar:
     def start(self) -> None:
         """Starts the child now, so that its imports (about a second) overlap other work."""
         with self._lock:
+            self._started = True
             if not self._broken:
                 try:
                     self._spawn()

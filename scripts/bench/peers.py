@@ -147,6 +147,9 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
             *more,
             "study.name=bench",
             "report.enabled=false",
+            # The suite runs one job per core: no core is free for a tracking sidecar, and
+            # this in-process study cannot see the other jobs (the launcher decides the same).
+            "tracking.sidecar=false",
             f"study.n_trials={total}",
             f"sampler.seed={sampler_seed(job, attempt)}",
         )

@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 from tuner.arms import run_arms
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
-from tuner.launch.plan import WorkerPlan, plan_local
+from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
 from tuner.launch.worker import error_path, make_payload
 from tuner.progress import StudyProgress
 from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
@@ -44,6 +44,9 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         KeyboardInterrupt: after the workers stopped and re-queued their trials.
     """
     plans = plan_local(cfg)
+    if _cores_filled(plans) and cfg.tracking.get("sidecar", "auto") == "auto":
+        # A sidecar per worker would only take CPU from the other workers (tracking.sidecar).
+        cfg.tracking.sidecar = False
     folder = worker_folder(cfg)
     text, secret_env = make_payload(cfg, finish_study=False)
     procs = _start(plans, folder, secret_env)
@@ -88,6 +91,13 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
     report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
     return StudyResult(study, tracker.uri, parent, stopped, report)
+
+
+def _cores_filled(plans: list[WorkerPlan]) -> bool:
+    """Whether CPU workers' threads take every core of this machine."""
+    if any(plan.gpus is not None for plan in plans):
+        return False
+    return sum(plan.threads for plan in plans) >= cpu_cores()
 
 
 def _describe(plan: WorkerPlan) -> str:
