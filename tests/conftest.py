@@ -66,7 +66,7 @@ def run_subprocess(
     )
 
 
-def _missing_service(reason: str) -> None:
+def missing_service(reason: str) -> None:
     """Skips where a developer lacks a service; in CI, which installs them, that is a failure."""
     if os.environ.get("CI"):
         pytest.fail(reason)
@@ -80,7 +80,7 @@ def postgres_url() -> Iterator[str]:
 
     reason = postgres_available()
     if reason:
-        _missing_service(reason)
+        missing_service(reason)
     with postgres_server() as url:
         yield url
 
@@ -92,6 +92,6 @@ def slurm_env() -> Iterator[dict[str, str]]:
 
     reason = slurm_available()
     if reason:
-        _missing_service(reason)
+        missing_service(reason)
     with slurm_cluster() as env:
         yield env

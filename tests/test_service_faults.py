@@ -18,7 +18,7 @@ import mlflow
 import optuna
 import pytest
 
-from tests.conftest import REPO, TINY
+from tests.conftest import REPO, TINY, missing_service
 from tests.mlflow_server import MlflowServer
 from tests.postgres_server import PostgresServer, postgres_bin
 from tests.test_faults import SCRIPTED, assert_same_in_mlflow, load_study
@@ -174,9 +174,7 @@ def test_mlflow_server_stopped_and_restarted_mid_study(tmp_path):
 def postgres():
     if postgres_bin() is None:
         message = "PostgreSQL is not installed (scripts/ci/setup-postgres.sh installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_service(message)
     pytest.importorskip("psycopg")
     server = PostgresServer(password=PG_PASSWORD)
     server.start()

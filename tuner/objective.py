@@ -52,6 +52,17 @@ def steps_per_call(cfg: DictConfig) -> int:
     return max(d for d in range(1, min(wanted, every) + 1) if every % d == 0)
 
 
+def fit_in_chunks(
+    trainer: pl.Trainer, module: pl.LightningModule, datamodule: pl.LightningDataModule, cfg: DictConfig
+) -> None:
+    """Fits on the datamodule's loaders, ``steps_per_call(cfg)`` optimizer steps per Lightning step."""
+    trainer.fit(
+        module,
+        train_dataloaders=StepChunks(datamodule.train_dataloader(), steps_per_call(cfg)),
+        val_dataloaders=datamodule.val_dataloader(),
+    )
+
+
 def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     """A Lightning trainer that does only what a trial needs.
 
@@ -115,11 +126,7 @@ def run_trial(
     stopper = StopOnRequest()
     trainer = make_trainer(cfg, [trace, reporter, stopper])
     try:
-        trainer.fit(
-            module,
-            train_dataloaders=StepChunks(datamodule.train_dataloader(), steps_per_call(cfg)),
-            val_dataloaders=datamodule.val_dataloader(),
-        )
+        fit_in_chunks(trainer, module, datamodule, cfg)
     except UserError:
         raise
     except Exception as exc:

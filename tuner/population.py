@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
 from tuner.errors import UserError
-from tuner.objective import Outcome, make_trainer, steps_per_call
+from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress
 from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
@@ -32,7 +32,6 @@ from tuner.space import ParamSpec
 from tuner.tracking import Tracker, TrialRun
 from tuner.training import DivergenceGuard
 from tuner.training.control import MemberLink, PopulationControl
-from tuner.training.module import StepChunks
 from tuner.training.population import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
 from tuner.tune import is_surplus, record_outcome, start_trial
@@ -197,11 +196,7 @@ def run_population(
     assert isinstance(one_device, DictConfig)
     trainer = make_trainer(one_device, [control])
     try:
-        trainer.fit(
-            module,
-            train_dataloaders=StepChunks(datamodule.train_dataloader(), steps_per_call(base)),
-            val_dataloaders=datamodule.val_dataloader(),
-        )
+        fit_in_chunks(trainer, module, datamodule, base)
     except UserError:
         raise
     except Exception as exc:
