@@ -53,6 +53,11 @@ CASES = [
     ("timeout-zero", ["study.timeout=0"], "study.timeout"),
     ("timeout-negative", ["study.timeout=-5"], "study.timeout"),
     ("max-steps-zero", ["trainer.max_steps=0"], "trainer.max_steps"),
+    (
+        "never-validates",
+        ["trainer.max_steps=30", "trainer.val_check_interval=40"],
+        "trainer.val_check_interval",
+    ),
     ("metric-never-logged", ["study.metric=val_f1"], "study.metric"),
     ("direction-sideways", ["study.direction=up"], "study.direction"),
     ("storage-url-malformed", ["storage=sqlite", "storage.url=not-a-url"], "storage.url"),

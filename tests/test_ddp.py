@@ -66,3 +66,28 @@ def test_each_rank_trains_on_its_own_share_of_every_batch():
     assert len(shares[0]) == len(shares[1]) == len(whole)
     for batch, first, second in zip(whole, *shares, strict=True):
         assert sorted(first + second) == sorted(batch) and not set(first) & set(second)
+
+
+def test_a_study_from_the_finder_runs_its_range_test_on_both_ranks_once(tmp_path, run_cli):
+    # Fabric's own launcher would re-run this whole command as rank 1: a second study.
+    code, out, err = run_cli(
+        "study.name=ddp-finder",
+        "study.n_trials=2",
+        "data.num_samples=600",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=20",
+        "search.from_finder=true",
+        "finder.num_steps=40",
+        "finder.seeds=[0]",
+    )
+    assert code == 0, out + err
+    assert out.count("LR range test:") == 1 and "(cpu, 2 process(es))" in out
+    assert "ddp: rank" not in err  # every other rank ended cleanly
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "optuna.journal")))
+    study = optuna.load_study(study_name="ddp-finder", storage=storage)
+    assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
+    low, high = study.user_attrs["tuner.finder"]["low"], study.user_attrs["tuner.finder"]["high"]
+    assert all(low <= t.params["lr"] <= high for t in study.trials)

@@ -154,9 +154,12 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
         print_schedule(cfg, *draw_schedule(cfg))
         return 0
     if cfg.mode == "find":
+        from tuner import ddp
         from tuner.finder.run import find
 
-        find(cfg)
+        ddp.check(cfg)
+        with ddp.ranks(cfg, role="find"):
+            find(cfg)
         return 0
     raise UserError("mode", cfg.mode, "this mode is not available yet")
 

@@ -50,6 +50,12 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "trainer.max_steps")
     _positive(cfg, "trainer.val_check_interval")
     _positive(cfg, "study.max_consecutive_failures")
+    if cfg.mode == "tune" and int(cfg.trainer.val_check_interval) > int(cfg.trainer.max_steps):
+        raise UserError(
+            "trainer.val_check_interval",
+            cfg.trainer.val_check_interval,
+            f"validate at least once: give at most trainer.max_steps ({cfg.trainer.max_steps})",
+        )
     sidecar = cfg.tracking.get("sidecar", "auto")
     if sidecar not in (True, False, "auto"):
         raise UserError("tracking.sidecar", sidecar, "give auto, true or false")

@@ -78,8 +78,13 @@ def strategy(cfg: DictConfig) -> DDPStrategy:
     return DDPStrategy(
         cluster_environment=LightningEnvironment(),
         find_unused_parameters=str(cfg.trainer.strategy) == "ddp_find_unused_parameters_true",
-        timeout=timedelta(seconds=int(cfg.trainer.get("ddp_timeout") or 300)),
+        timeout=timeout(cfg),
     )
+
+
+def timeout(cfg: DictConfig) -> timedelta:
+    """How long a rank waits in a collective call for the others (``trainer.ddp_timeout``)."""
+    return timedelta(seconds=int(cfg.trainer.get("ddp_timeout") or 300))
 
 
 def _free_port() -> int:
@@ -89,11 +94,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def ranks(cfg: DictConfig) -> Iterator[None]:
-    """Starts the other ranks of a multi-device trial; this process is rank 0 meanwhile.
+def ranks(cfg: DictConfig, role: str = "trial") -> Iterator[None]:
+    """Starts the other ranks of a multi-device trial or range test; this process is rank 0.
 
-    On exit the process group is torn down, so the next trial can form a new one, and
-    the other ranks are waited for (killed if they hang).
+    ``role`` says what the other ranks run: ``trial`` (a training run) or ``find`` (the LR
+    range test). On exit the process group is torn down, so the next trial can form a new
+    one, and the other ranks are waited for (killed if they hang).
     """
     n = world_size(cfg)
     if n <= 1:
@@ -111,7 +117,7 @@ def ranks(cfg: DictConfig) -> Iterator[None]:
         handle.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "storage"])))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tuner.ddp", name],
+            [sys.executable, "-m", "tuner.ddp", name, role],
             env={**os.environ, **env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
             stdout=subprocess.DEVNULL,
         )
@@ -121,7 +127,9 @@ def ranks(cfg: DictConfig) -> Iterator[None]:
     os.environ.update(env, LOCAL_RANK="0", RANK="0")
     try:
         yield
+        leave_group()
     finally:
+        # On an error the others may be inside a collective: no barrier, just go.
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
         for key, value in saved.items():
@@ -129,17 +137,32 @@ def ranks(cfg: DictConfig) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        for proc in procs:
+        for rank, proc in enumerate(procs, start=1):
             try:
                 proc.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+                print(f"ddp: rank {rank} hung after the {role} and was killed", file=sys.stderr)
+            if proc.returncode not in (0, 130, -signal.SIGKILL):
+                print(f"ddp: rank {rank} ended with exit code {proc.returncode}", file=sys.stderr)
         Path(name).unlink(missing_ok=True)
 
 
-def rank_main(path: str) -> int:
-    """A rank above 0: trains the trial config at ``path`` in step with rank 0."""
+def leave_group() -> None:
+    """Tears down this rank's process group once every rank is done with it.
+
+    A rank that exits with the group alive aborts in gloo's threads ("terminate called
+    without an active exception"); the barrier keeps a rank from tearing down while
+    another still reduces.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
+def rank_main(path: str, role: str = "trial") -> int:
+    """A rank above 0: runs the ``role`` (trial or range test) of the config at ``path`` in step with rank 0."""
     from tuner._quiet import quiet_libraries
     from tuner.build import build_datamodule
     from tuner.objective import run_trial
@@ -152,11 +175,17 @@ def rank_main(path: str) -> int:
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     try:
-        run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
+        if role == "find":
+            from tuner.finder.run import find
+
+            find(cfg, echo=lambda _line: None)
+        else:
+            run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
+        leave_group()
     except KeyboardInterrupt:
         return 130
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(rank_main(sys.argv[1]))
+    sys.exit(rank_main(*sys.argv[1:3]))

@@ -59,9 +59,11 @@ def narrow_from_finder(
     spec = next(s for s in specs if s.name == name)
     record: dict[str, Any] | None = study.user_attrs.get(FINDER_ATTR)
     if record is None:
+        from tuner import ddp
         from tuner.finder.run import find
 
-        result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)
+        with ddp.ranks(cfg, role="find"):
+            result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)
         low, high = narrow_bounds(
             float(spec.low or 0), float(spec.high or 0), result.suggestion, float(cfg.search.finder_factor)
         )

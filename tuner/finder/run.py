@@ -12,10 +12,13 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric import Fabric
+from lightning_fabric.plugins.environments import LightningEnvironment
+from lightning_fabric.strategies import DDPStrategy
 from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_datamodule, build_model, plain
+from tuner.ddp import timeout, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
@@ -55,10 +58,20 @@ class FinderResult:
 
 
 def make_fabric(cfg: DictConfig) -> Fabric:
-    """A launched Fabric on the trainer's accelerator, devices, strategy and precision."""
+    """A launched Fabric on the trainer's accelerator, devices, strategy and precision.
+
+    On several devices the processes are already there (``tuner.ddp.ranks``): Fabric's own
+    launcher would re-run the whole command line as each rank, a study included.
+    """
     t = cfg.trainer
+    strategy: Any = t.strategy
+    if world_size(cfg) > 1:
+        strategy = DDPStrategy(
+            cluster_environment=LightningEnvironment(),
+            timeout=timeout(cfg),
+        )
     fabric = Fabric(
-        accelerator=str(t.accelerator), devices=t.devices, strategy=t.strategy, precision=t.precision
+        accelerator=str(t.accelerator), devices=t.devices, strategy=strategy, precision=t.precision
     )
     fabric.launch()
     return fabric
