@@ -67,7 +67,9 @@ def _train(
 ) -> tuple[list, list[dict[str, list[float]]], list, list[dict[str, list[float]]]]:
     """The configs trained as one population and each alone; outcomes and MLflow curves of both."""
     datamodule = build_datamodule(cfgs[0])
-    tracker = Tracker(mlflow_uri, experiment=f"eq-{id(cfgs)}")
+    # Artifacts beside the store: without a root MLflow puts them under ./mlruns.
+    artifacts = Path(mlflow_uri.removeprefix("sqlite:///")).parent / "artifacts"
+    tracker = Tracker(mlflow_uri, experiment=f"eq-{id(cfgs)}", artifact_root=artifacts)
     parent = tracker.parent_run("eq", params={})
 
     def run(label: str) -> TrialRun:
