@@ -95,3 +95,8 @@ def slurm_env() -> Iterator[dict[str, str]]:
         missing_service(reason)
     with slurm_cluster() as env:
         yield env
+
+
+def logged_points(steps: int, every: int = 10) -> int:
+    """Points a run of ``steps`` steps logs per curve (``tracking.log_every_n_steps``)."""
+    return len({s for s in range(steps) if s % every == 0} | {steps - 1})

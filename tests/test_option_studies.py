@@ -26,6 +26,7 @@ SMALL = [
     f"trainer.max_steps={STEPS}",
     "trainer.val_check_interval=20",
     "tracking.step_flush_every=20",
+    "tracking.log_every_n_steps=1",  # the LR of every step, checked against the schedule
     "study.n_trials=1",
     "pruner=none",
     # No search: the trial trains the option exactly as shipped.

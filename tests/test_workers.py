@@ -19,6 +19,7 @@ from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
 from tests.conftest import TINY
+from tests.mlflow_server import free_port
 from tuner.coordination import retried_numbers
 from tuner.study import count_finished
 from tuner.tracking import local_uri
@@ -178,6 +179,23 @@ def test_bad_launcher_settings_are_one_line(tmp_path, run_cli, overrides, key):
     assert err.strip().startswith(f"error: {key}=") and len(err.strip().splitlines()) == 1, err
     assert "Traceback" not in out + err
     assert not (tmp_path / "runs" / "optuna.journal").exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        (["search.params.lr.low=0.5"], "search.params.lr.low"),  # found by validation
+        # Found when the launcher opens the study, after validation.
+        (["tracking.uri=http://127.0.0.1:{closed}"], "tracking.uri"),
+    ],
+)
+def test_bad_input_stops_the_started_workers_and_removes_their_folder(tmp_path, run_cli, overrides, key):
+    # The workers start before the config is checked (their imports overlap with it).
+    filled = [o.format(closed=free_port()) for o in overrides]
+    code, out, err = run_cli(*TINY, "launcher=local", "launcher.workers=2", *filled)
+    assert code == 2, out + err
+    assert err.strip().startswith(f"error: {key}") and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "runs" / "workers").exists()
 
 
 def test_a_config_error_in_the_workers_is_one_line_and_leaves_nothing(tmp_path, run_cli):

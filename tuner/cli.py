@@ -13,11 +13,15 @@ import sys
 import traceback
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import StudyStopped, UserError, as_user_error
 from tuner.secrets import mask_secrets, masked_yaml
+
+if TYPE_CHECKING:
+    from tuner.launch.spawn import Workers
 
 USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
 
@@ -112,6 +116,18 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
 
 
 def _run(cfg: DictConfig, *, quiet: bool) -> int:
+    from tuner.launch.spawn import abandon, prestart
+
+    # Local workers import torch and Lightning while this process validates the config.
+    early = prestart(cfg)
+    try:
+        return _run_mode(cfg, quiet=quiet, workers=early)
+    finally:
+        if early is not None:
+            abandon(early)  # nothing to do once the study has them
+
+
+def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     from tuner.config import validate
 
     specs = validate(cfg)
@@ -125,7 +141,7 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
             with StudyProgress(quiet=quiet) as progress:
                 result = tune(cfg, specs, progress=progress)
         else:
-            launched = launch(cfg, specs, quiet=quiet)
+            launched = launch(cfg, specs, quiet=quiet, workers=workers)
             if launched is None:
                 return 0
             result = launched

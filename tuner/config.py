@@ -49,6 +49,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     _positive(cfg, "study.timeout", allow_none=True, kind=float)
     _positive(cfg, "trainer.max_steps")
     _positive(cfg, "trainer.val_check_interval")
+    _positive(cfg, "tracking.log_every_n_steps")
     _positive(cfg, "study.max_consecutive_failures")
     if cfg.mode == "tune" and int(cfg.trainer.val_check_interval) > int(cfg.trainer.max_steps):
         raise UserError(

@@ -188,4 +188,6 @@ def rank_main(path: str, role: str = "trial") -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(rank_main(*sys.argv[1:3]))
+    from tuner._exit import exit_now
+
+    exit_now(rank_main(*sys.argv[1:3]))

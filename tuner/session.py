@@ -108,6 +108,7 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
         spool_dir=root / "spool",
         max_wait=float(cfg.tracking.get("retry_max_wait", 30)),
         sidecar=sidecar_wanted(cfg),
+        log_every=int(cfg.tracking.get("log_every_n_steps") or 1),
     )
     parent = tracker.parent_run(name, params=flat_params(cfg))
     flush = float(cfg.tracking.get("flush_timeout", 60))

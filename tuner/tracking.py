@@ -28,6 +28,8 @@ from tuner.secrets import mask_secrets, mask_value
 from tuner.sidecar import Sidecar
 from tuner.spool import SpoolWriter
 from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
+from tuner.store_template import create_from_template
+from tuner.thinning import StepThinner
 
 #: MLflow accepts at most this many metrics in one log_batch call.
 _BATCH = 1000
@@ -60,6 +62,8 @@ class Tracker:
         max_wait: Longest wait between two retries while the store is away, in seconds.
         sidecar: Whether writes and plots move to a child process from the second run on
             (:mod:`tuner.sidecar`; ``tracking.sidecar``).
+        log_every: Per-step series keep one point every this many steps
+            (``tracking.log_every_n_steps``; :mod:`tuner.thinning`).
     """
 
     def __init__(
@@ -71,13 +75,16 @@ class Tracker:
         spool_dir: Path | None = None,
         max_wait: float = 30.0,
         sidecar: bool = True,
+        log_every: int = 1,
     ) -> None:
         self.uri = uri
+        self.log_every = log_every
         self.artifact_root = artifact_root
         remote = uri.startswith(("http:", "https:"))
         if remote:
             for name, value in _HTTP_DEFAULTS.items():
                 os.environ.setdefault(name, value)
+        create_from_template(uri)
         self.client = MlflowClient(tracking_uri=uri)
         self.created_experiment = False
         found = self.client.get_experiment_by_name(experiment)
@@ -313,16 +320,21 @@ class TrialRun:
         # The LR of every step taken, kept for the trial's lr_curve.png.
         self._lr_steps: list[int] = []
         self._lrs: list[float] = []
+        self._thinner = StepThinner(tracker.log_every)
 
     @property
     def mlflow_id(self) -> str | None:
         return self.tracker.resolve(self.run_id)
 
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
-        """Per-step values (``lr``, ``train_loss``) in batches of MLflow's maximum size."""
+        """Per-step values (``lr``, ``train_loss``), thinned to one point every
+        ``log_every`` steps (:mod:`tuner.thinning`), in batches of MLflow's maximum size."""
         if "lr" in series:
             self._lr_steps.extend(steps)
             self._lrs.extend(series["lr"])
+        self._send_steps(*self._thinner.add(steps, series))
+
+    def _send_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         now = int(time.time() * 1000)
         metrics = [
             [k, float(v), now, s] for k, values in series.items() for s, v in zip(steps, values, strict=False)
@@ -364,6 +376,7 @@ class TrialRun:
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
     ) -> None:
         """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
+        self._send_steps(*self._thinner.rest())  # the steps since the last point
         tags = {STATE_TAG: state, **({REASON_TAG: reason} if reason else {})}
         final = dict(extra or {})
         if value is not None:

@@ -41,6 +41,8 @@ from tuner.study import AskTellGrid, build_sampler, count_finished, count_starte
 from tuner.tracking import Tracker, TrialRun
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+#: Seconds between looks at the study while the last trials run in other workers.
+WAIT_POLL = 0.25
 _STATES = {
     "COMPLETE": optuna.trial.TrialState.COMPLETE,
     "PRUNED": optuna.trial.TrialState.PRUNED,
@@ -130,7 +132,9 @@ def tune(
                             f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)"
                         )
                     waiting = True
-                    time.sleep(poll)
+                    # Looked at often: the last trial's end should end this worker too, and
+                    # the launcher waits for every worker (a count is a cheap read).
+                    time.sleep(min(poll, WAIT_POLL))
                     continue
                 waiting = False
                 if step_population is not None and size > 1 and total - begun > 1:
@@ -150,7 +154,7 @@ def tune(
                     )
                     outcomes = [] if outcome is None else [outcome]
                 if not outcomes:
-                    time.sleep(poll)  # another worker took the slot; look again
+                    time.sleep(min(poll, WAIT_POLL))  # another worker took the slot; look again
                     continue
                 for outcome in outcomes:
                     failures = failures + 1 if outcome.state == "FAIL" else 0

@@ -32,6 +32,7 @@ from tuner.lr_plots import planned_lrs
 from tuner.objective import run_trial
 from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
+from tuner.session import sidecar_wanted
 from tuner.tracking import Tracker, local_uri
 
 RESULTS = Path(__file__).parent / "results"
@@ -87,7 +88,10 @@ def measure(cfg, datamodule, *, pairs: int, say=print) -> dict:
     One warm-up of each, then ``pairs`` alternating A/B runs in this process.
     """
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = Tracker(local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp))
+        # tracking.sidecar=false: the writes in the training process, as when workers fill every core.
+        tracker = Tracker(
+            local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp), sidecar=sidecar_wanted(cfg)
+        )
         parent = tracker.parent_run("bench", params={})
         study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
         framework_trial(cfg, datamodule, study, tracker, parent)  # warm caches and imports

@@ -7,12 +7,16 @@ shared storage and ask for a trial whenever they are free.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from omegaconf import DictConfig
 
-from tuner import ddp
 from tuner.errors import UserError
-from tuner.space import ParamSpec
-from tuner.tune import StudyResult
+
+if TYPE_CHECKING:  # this package stays light: a launcher starts its workers before torch loads
+    from tuner.launch.spawn import Workers
+    from tuner.space import ParamSpec
+    from tuner.tune import StudyResult
 
 LAUNCHERS = ("none", "local", "slurm")
 
@@ -23,6 +27,8 @@ def check(cfg: DictConfig) -> None:
     Raises:
         UserError: an unknown launcher, a storage workers cannot share, bad counts.
     """
+    from tuner import ddp
+
     ddp.check(cfg)
     name = str(cfg.launcher.name)
     if name not in LAUNCHERS:
@@ -54,8 +60,13 @@ def check(cfg: DictConfig) -> None:
         )
 
 
-def launch(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult | None:
+def launch(
+    cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool, workers: Workers | None = None
+) -> StudyResult | None:
     """Runs the study with the configured launcher (not ``none``).
+
+    Args:
+        workers: Local workers already started by ``tuner.launch.spawn.prestart``.
 
     Returns:
         The finished study, or None when SLURM jobs were submitted without waiting.
@@ -63,7 +74,7 @@ def launch(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResu
     if cfg.launcher.name == "local":
         from tuner.launch.local import run_local
 
-        return run_local(cfg, specs, quiet=quiet)
+        return run_local(cfg, specs, quiet=quiet, workers=workers)
     from tuner.launch.slurm import run_slurm
 
     return run_slurm(cfg, specs, quiet=quiet)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from tuner.arms import run_arms
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
+from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
 from tuner.progress import StudyProgress
 from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
@@ -27,13 +27,11 @@ from tuner.tune import StudyResult
 STOP_WAIT = 60
 
 
-def worker_folder(cfg: DictConfig) -> Path:
-    """Where a study's workers keep their payload and logs."""
-    return Path(str(cfg.paths.root)) / "workers" / str(cfg.study.name)
-
-
-def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult:
-    """Starts the workers, creates the study and its MLflow parent run, shows progress.
+def run_local(
+    cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool, workers: Workers | None = None
+) -> StudyResult:
+    """Starts the workers (unless ``prestart`` did), creates the study and its MLflow parent
+    run, shows progress.
 
     The workers start first but wait for their payload on stdin, which they get only
     once the study and the parent run exist: they never race to create them, and their
@@ -43,17 +41,16 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         UserError: a bad launcher setting, or the config error that stopped the workers.
         KeyboardInterrupt: after the workers stopped and re-queued their trials.
     """
-    plans = plan_local(cfg)
+    workers = workers or start_workers(cfg, plan_local(cfg))
+    plans, procs, folder = workers.plans, workers.procs, workers.folder
     if _cores_filled(plans) and cfg.tracking.get("sidecar", "auto") == "auto":
         # A sidecar per worker would only take CPU from the other workers (tracking.sidecar).
         cfg.tracking.sidecar = False
-    folder = worker_folder(cfg)
-    text, secret_env = make_payload(cfg, finish_study=False)
-    procs = _start(plans, folder, secret_env)
+    text, _env = make_payload(cfg, finish_study=False)
     try:
         opened = open_tracked(cfg, specs)
     except BaseException:
-        _hand_out(procs, "")  # an empty payload: the workers leave at once
+        abandon(workers)
         raise
     study, tracker, parent = opened.study, opened.tracker, opened.parent
     total = int(cfg.study.n_trials)
@@ -62,17 +59,16 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
     print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
     stopped = None
     if done >= total:
-        _hand_out(procs, "")
+        hand_out(workers, "")
     else:
         print(f"{len(plans)} workers ({_describe(plans[0])} each); logs in {folder}/worker-*.log", flush=True)
         monitor = StudyMonitor(
             study, total=total, tracker=tracker, grace=cfg.storage.get("grace_period"), quiet=quiet
         )
-        _hand_out(procs, text)
+        hand_out(workers, text)
         try:
-            while any(proc.poll() is None for proc in procs):
+            while not _all_exited(procs, within=float(cfg.launcher.poll_interval)):
                 monitor.poll()
-                time.sleep(float(cfg.launcher.poll_interval))
         except KeyboardInterrupt:
             _stop(procs)
             monitor.poll()
@@ -93,6 +89,21 @@ def run_local(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
     return StudyResult(study, tracker.uri, parent, stopped, report)
 
 
+def _all_exited(procs: list[subprocess.Popen[bytes]], *, within: float) -> bool:
+    """Waits up to ``within`` seconds for every worker to exit; whether they all have.
+
+    Waiting on the processes, not sleeping: the launcher goes on the moment the last
+    worker ends rather than up to a whole poll interval later.
+    """
+    deadline = time.monotonic() + within
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(deadline - time.monotonic(), 0.0))
+        except subprocess.TimeoutExpired:
+            return False
+    return True
+
+
 def _cores_filled(plans: list[WorkerPlan]) -> bool:
     """Whether CPU workers' threads take every core of this machine."""
     if any(plan.gpus is not None for plan in plans):
@@ -103,51 +114,6 @@ def _cores_filled(plans: list[WorkerPlan]) -> bool:
 def _describe(plan: WorkerPlan) -> str:
     where = f"GPU {','.join(plan.gpus)}" if plan.gpus else "CPU"
     return f"{where}, {plan.threads} thread{'s' if plan.threads > 1 else ''}"
-
-
-def _start(
-    plans: list[WorkerPlan], folder: Path, secret_env: dict[str, str]
-) -> list[subprocess.Popen[bytes]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for plan in plans:
-        log = folder / f"worker-{plan.index}.log"
-        error_path(log).unlink(missing_ok=True)
-        with log.open("a") as out:  # a resumed study adds to the logs of the earlier runs
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "tuner.launch.worker",
-                        str(folder),
-                        str(plan.index),
-                        str(plan.threads),
-                    ],
-                    env={**os.environ, **secret_env, **plan.env()},
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    # Its own session: Ctrl-C reaches the launcher only, which stops each
-                    # worker once (a second SIGINT would cut a worker's cleanup short).
-                    start_new_session=True,
-                )
-            )
-    return procs
-
-
-def _hand_out(procs: list[subprocess.Popen[bytes]], payload: str) -> None:
-    """Gives each waiting worker its payload (empty: nothing to do, exit)."""
-    for proc in procs:
-        assert proc.stdin is not None
-        try:
-            proc.stdin.write(payload.encode())
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass  # the worker is gone already; its exit code tells why
-    if not payload:
-        for proc in procs:
-            proc.wait()
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig
 
@@ -35,9 +36,20 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def _gpu_devices() -> bool:
+    """Whether this machine has GPU device files (NVIDIA, or AMD's ROCm).
+
+    Asked before torch is imported: a launcher on a CPU machine starts its workers
+    without the seconds that importing torch costs.
+    """
+    if not Path("/dev").is_dir():
+        return True  # not Linux: let torch tell
+    return any(Path("/dev").glob("nvidia[0-9]*")) or Path("/dev/kfd").exists()
+
+
 def visible_gpus(accelerator: str) -> list[str]:
     """GPU ids a worker may be given: none when trials run on the CPU."""
-    if accelerator == "cpu":
+    if accelerator == "cpu" or not _gpu_devices():
         return []
     import torch
 

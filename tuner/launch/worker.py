@@ -35,6 +35,12 @@ def has_password(url: str) -> bool:
         return False
 
 
+def secret_env(cfg: DictConfig) -> dict[str, str]:
+    """The environment that carries a storage URL's password to a worker (empty without one)."""
+    url = str(cfg.storage.get("url") or "")
+    return {URL_ENV: url} if url and has_password(url) else {}
+
+
 def make_payload(cfg: DictConfig, *, finish_study: bool) -> tuple[str, dict[str, str]]:
     """The payload text and the environment a worker needs besides it.
 
@@ -45,11 +51,9 @@ def make_payload(cfg: DictConfig, *, finish_study: bool) -> tuple[str, dict[str,
     """
     config = OmegaConf.to_container(cfg, resolve=True)
     assert isinstance(config, dict)
-    env: dict[str, str] = {}
-    url = str(cfg.storage.get("url") or "")
-    if url and has_password(url):
+    env = secret_env(cfg)
+    if env:
         config["storage"]["url"] = "${oc.env:" + URL_ENV + "}"
-        env[URL_ENV] = url
     text = OmegaConf.to_yaml(
         OmegaConf.create({"config": config, "cwd": os.getcwd(), "finish_study": finish_study})
     )
@@ -125,7 +129,10 @@ def main(argv: list[str]) -> int:
     """
     folder, index, threads = Path(argv[0]), int(argv[1]), int(argv[2])
     _die_with_parent()
-    import tuner.tune  # noqa: F401  (torch, Lightning, MLflow: loaded while the launcher sets up)
+    # torch, Lightning, MLflow and its SQL store: loaded while the launcher sets up.
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+
+    import tuner.tune  # noqa: F401
 
     payload = sys.stdin.read()
     if not payload:
@@ -139,4 +146,6 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from tuner._exit import exit_now
+
+    exit_now(main(sys.argv[1:]))
