@@ -90,7 +90,11 @@ def measure(cfg, datamodule, *, pairs: int, say=print) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         # tracking.sidecar=false: the writes in the training process, as when workers fill every core.
         tracker = Tracker(
-            local_uri(Path(tmp)), experiment="bench", artifact_root=Path(tmp), sidecar=sidecar_wanted(cfg)
+            local_uri(Path(tmp)),
+            experiment="bench",
+            artifact_root=Path(tmp),
+            sidecar=sidecar_wanted(cfg),
+            log_every=int(cfg.tracking.log_every_n_steps),
         )
         parent = tracker.parent_run("bench", params={})
         study = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
