@@ -158,6 +158,13 @@ def test_an_interrupted_study_resumes_to_exactly_its_total(tmp_path, run_cli):
     assert not [r for r in trials if r.info.status == "RUNNING"]
     assert sum(r.info.status == "FINISHED" for r in trials) == 5
 
+    # Once more on the complete study: nothing to run, the waiting workers are let go.
+    code, out, err = run_cli(*args)
+    assert code == 0, out + err
+    assert "resuming with 5 finished" in out
+    assert count_finished(load(tmp_path, "resume")) == 5
+    assert len(runs(tmp_path, "resume")[0]) == 1
+
 
 @pytest.mark.parametrize(
     ("overrides", "key"),

@@ -59,7 +59,7 @@ def run_local(
     print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
     stopped = None
     if done >= total:
-        hand_out(workers, "")
+        abandon(workers)  # nothing to run: they have only imported, no need to wait for that
     else:
         print(f"{len(plans)} workers ({_describe(plans[0])} each); logs in {folder}/worker-*.log", flush=True)
         monitor = StudyMonitor(

@@ -95,7 +95,7 @@ def prestart(cfg: DictConfig) -> Workers | None:
 
 
 def hand_out(workers: Workers, payload: str) -> None:
-    """Gives each waiting worker its payload (empty: nothing to do, exit)."""
+    """Gives each waiting worker its payload."""
     workers.handed = True
     for proc in workers.procs:
         assert proc.stdin is not None
@@ -104,9 +104,6 @@ def hand_out(workers: Workers, payload: str) -> None:
             proc.stdin.close()
         except BrokenPipeError:
             pass  # the worker is gone already; its exit code tells why
-    if not payload:
-        for proc in workers.procs:
-            proc.wait()
 
 
 def abandon(workers: Workers) -> None:
