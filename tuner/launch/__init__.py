@@ -30,6 +30,15 @@ def check(cfg: DictConfig) -> None:
     from tuner import ddp
 
     ddp.check(cfg)
+    check_launcher(cfg)
+
+
+def check_launcher(cfg: DictConfig) -> None:
+    """The launcher settings alone: what ``check`` asks besides the devices, without torch.
+
+    Raises:
+        UserError: an unknown launcher, a storage workers cannot share, bad counts.
+    """
     name = str(cfg.launcher.name)
     if name not in LAUNCHERS:
         raise UserError("launcher.name", name, f"use one of {', '.join(LAUNCHERS)}")

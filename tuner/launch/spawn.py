@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tuner.errors import UserError
+from tuner.launch import check_launcher
 from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.worker import error_path, secret_env
 
@@ -75,21 +75,15 @@ def start_workers(cfg: DictConfig, plans: list[WorkerPlan]) -> Workers:
 def prestart(cfg: DictConfig) -> Workers | None:
     """Starts the workers of a ``launcher=local`` study before the config is validated.
 
-    None when the launcher settings would fail their own checks: those are reported by
-    the launcher as usual, with no worker started.
+    None when the launcher settings fail ``check_launcher`` (or cannot be read): those
+    are reported by the checks that follow, with no worker started.
     """
-    if cfg.mode != "tune" or cfg.launcher.get("name") != "local" or cfg.storage.get("backend") == "memory":
-        return None
-    if cfg.study.get("population", 1) != 1:
-        return None
-    if cfg.storage.get("backend") == "rdb" and str(cfg.storage.get("url") or "").startswith("sqlite"):
-        return None
-    workers = cfg.launcher.get("workers")
-    if workers is not None and (not isinstance(workers, int) or isinstance(workers, bool) or workers < 1):
+    if cfg.mode != "tune" or cfg.launcher.get("name") != "local":
         return None
     try:
+        check_launcher(cfg)
         plans = plan_local(cfg)
-    except UserError:
+    except Exception:  # reported, with its key, by the checks that follow
         return None
     return start_workers(cfg, plans)
 
