@@ -108,3 +108,30 @@ class StudyMonitor:
         """Whether the study reached its total with no trial still running."""
         running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         return count_finished(self.study) >= self.total and not running
+
+
+def settle_trial_runs(study: optuna.Study, tracker: Tracker, parent: str, *, timeout: float) -> list[str]:
+    """Waits until the MLflow runs of the study's finished trials are no longer RUNNING.
+
+    A worker tells Optuna a trial's result first and sends the run's end through its
+    writer thread after, so a study can be complete while other processes (SLURM jobs)
+    still write their last runs. The summary and report wait for them, up to ``timeout``.
+
+    Returns:
+        The ids of runs still RUNNING when the wait ended.
+    """
+    wanted = {
+        str(t.user_attrs["mlflow_run_id"])
+        for t in study.get_trials(deepcopy=False)
+        if t.state.is_finished() and t.user_attrs.get("mlflow_run_id")
+    }
+    deadline = time.monotonic() + timeout
+    while True:
+        running = tracker.client.search_runs(
+            [tracker.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+        )
+        left = sorted(wanted & {r.info.run_id for r in running})
+        if not left or time.monotonic() >= deadline:
+            return left
+        time.sleep(0.25)

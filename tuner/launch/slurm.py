@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from tuner.build import plain
 from tuner.errors import UserError
-from tuner.launch.monitor import StudyMonitor
+from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
 from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.space import ParamSpec
@@ -148,5 +148,12 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         return StudyResult(study, tracker.uri, parent, "stopped following (Ctrl-C)")
     monitor.poll()
+    left = settle_trial_runs(study, tracker, parent, timeout=opened.flush)
+    if left:
+        print(
+            f"warning: {len(left)} trial runs are still RUNNING in MLflow after {opened.flush:.0f} s "
+            "(tracking.flush_timeout): their jobs have not sent their last writes yet",
+            file=sys.stderr,
+        )
     report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
     return StudyResult(study, tracker.uri, parent, stopped, report)
