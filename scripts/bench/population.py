@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -221,8 +222,12 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 def write(rows: list[dict[str, Any]], text: str, args: argparse.Namespace) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = f"population-{args.device}" + ("-quick" if args.quick else "")
+    # Dated, like the other benchmarks: a run with other arguments never replaces one quoted.
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M")
+    stem = f"population-{args.device}" + ("-quick" if args.quick else "") + f"-{stamp}"
     meta = {
+        "date": stamp,
+        "arguments": {"models": args.models, "k": args.k, "steps": args.steps, "only": args.only},
         "threads": 1,
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
