@@ -61,3 +61,19 @@ class Scripted(nn.Module):
         if self.mode == "nan":
             return out * float("nan")
         return out
+
+
+class RankZeroOnly(nn.Module):
+    """A small MLP that only rank 0 can build: a DDP rank above 0 fails before the rendezvous."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int) -> None:
+        super().__init__()
+        if os.environ.get("RANK", "0") != "0":
+            raise RuntimeError(f"this model cannot be built on rank {os.environ['RANK']}")
+        width = 1
+        for dim in input_shape:
+            width *= dim
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(width, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import optuna
 import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
@@ -91,3 +94,29 @@ def test_a_study_from_the_finder_runs_its_range_test_on_both_ranks_once(tmp_path
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 2
     low, high = study.user_attrs["tuner.finder"]["low"], study.user_attrs["tuner.finder"]["high"]
     assert all(low <= t.params["lr"] <= high for t in study.trials)
+
+
+def test_a_rank_that_cannot_start_stops_the_study_at_once_with_one_message(tmp_path, run_cli, monkeypatch):
+    # Rank 1 fails to build the model, before it joins the process group: rank 0 would
+    # otherwise wait the whole trainer.ddp_timeout at the rendezvous.
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).resolve().parents[1]))
+    started = time.monotonic()
+    code, out, err = run_cli(
+        "study.name=ddp-broken",
+        "study.n_trials=2",
+        "data.num_samples=400",
+        "model._target_=tests.scripted_model.RankZeroOnly",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.ddp_timeout=600",
+        "trainer.max_steps=40",
+        "trainer.val_check_interval=20",
+    )
+    assert code == 2, out + err
+    assert time.monotonic() - started < 300  # not the ddp_timeout
+    error = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "trainer.devices" in error[0] and "rank 1 of 2 ended" in error[0]
+    # Nothing half-made: the fruitless study and its runs are gone.
+    storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "optuna.journal")))
+    assert "ddp-broken" not in [s.study_name for s in optuna.get_all_study_summaries(storage)]

@@ -11,11 +11,13 @@ callbacks, so every rank stops on the same step.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -23,13 +25,18 @@ from pathlib import Path
 
 import torch
 from lightning_fabric.plugins.environments import LightningEnvironment
+from lightning_fabric.strategies import DDPStrategy as FabricDDPStrategy
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
 
 from tuner.errors import UserError
 
 _DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "auto")
-_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK")
+_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "TUNER_DDP_READY")
+#: The folder where ranks above 0 mark that they reached the process group's rendezvous.
+READY_ENV = "TUNER_DDP_READY"
+#: The processes of ranks 1..N-1 that ``ranks`` started, by their ready folder.
+_started: dict[str, list[subprocess.Popen[bytes]]] = {}
 
 
 def world_size(cfg: DictConfig) -> int:
@@ -75,11 +82,71 @@ def strategy(cfg: DictConfig) -> DDPStrategy:
     The cluster environment is pinned to Lightning's plain one: inside a SLURM job,
     Lightning would otherwise take the ranks from SLURM's task count (one per job).
     """
-    return DDPStrategy(
+    return _TrialDDP(
         cluster_environment=LightningEnvironment(),
         find_unused_parameters=str(cfg.trainer.strategy) == "ddp_find_unused_parameters_true",
         timeout=timeout(cfg),
     )
+
+
+def fabric_strategy(cfg: DictConfig) -> FabricDDPStrategy:
+    """The same for Fabric (the LR range test on several devices)."""
+    return _FabricDDP(cluster_environment=LightningEnvironment(), timeout=timeout(cfg))
+
+
+class _TrialDDP(DDPStrategy):
+    def setup_distributed(self) -> None:
+        meet_ranks(self._timeout)
+        super().setup_distributed()
+
+
+class _FabricDDP(FabricDDPStrategy):
+    def _setup_distributed(self) -> None:
+        meet_ranks(self._timeout)
+        super()._setup_distributed()
+
+
+def meet_ranks(wait: timedelta | None) -> None:
+    """Called by every rank just before it joins the process group.
+
+    A rank above 0 marks that it got there. Rank 0 waits for those marks and gives up
+    as soon as a rank's process has ended without one: joining would otherwise wait
+    the whole ``trainer.ddp_timeout`` for a rank that will never come (an environment
+    where ``python -m tuner.ddp`` cannot start, a model that fails to build there).
+
+    Raises:
+        UserError: A rank ended before the rendezvous, or never reached it in time.
+    """
+    folder = os.environ.get(READY_ENV)
+    if not folder:
+        return
+    rank = int(os.environ.get("RANK") or 0)
+    if rank:
+        Path(folder, f"rank-{rank}").touch()
+        return
+    procs = _started.get(folder, [])
+    world = len(procs) + 1
+    deadline = time.monotonic() + (wait or timedelta(seconds=300)).total_seconds()
+    waiting = set(range(1, world))
+    while waiting:
+        for rank in sorted(waiting):
+            code = procs[rank - 1].poll()
+            if Path(folder, f"rank-{rank}").exists():
+                waiting.discard(rank)
+            elif code is not None:
+                raise UserError(
+                    "trainer.devices",
+                    world,
+                    f"rank {rank} of {world} ended (exit code {code}) before joining the others; its "
+                    "output is above. Check that `python -m tuner.ddp` runs here, or use trainer.devices=1",
+                )
+        if waiting and time.monotonic() > deadline:
+            raise UserError(
+                "trainer.ddp_timeout",
+                int(wait.total_seconds()) if wait else 300,
+                f"ranks {sorted(waiting)} did not start in time; raise trainer.ddp_timeout on a slow machine",
+            )
+        time.sleep(0.02)
 
 
 def timeout(cfg: DictConfig) -> timedelta:
@@ -111,6 +178,8 @@ def ranks(cfg: DictConfig, role: str = "trial") -> Iterator[None]:
         "WORLD_SIZE": str(n),
         "NODE_RANK": "0",
     }
+    ready = tempfile.mkdtemp(prefix="tuner-ddp-")
+    env[READY_ENV] = ready
     fd, name = tempfile.mkstemp(prefix="tuner-trial-", suffix=".yaml")
     with os.fdopen(fd, "w") as handle:
         # The other ranks never touch the study: its storage (and any password) stays out.
@@ -123,6 +192,7 @@ def ranks(cfg: DictConfig, role: str = "trial") -> Iterator[None]:
         )
         for rank in range(1, n)
     ]
+    _started[ready] = procs
     saved = {key: os.environ.get(key) for key in _ENV}
     os.environ.update(env, LOCAL_RANK="0", RANK="0")
     try:
@@ -147,6 +217,8 @@ def ranks(cfg: DictConfig, role: str = "trial") -> Iterator[None]:
             if proc.returncode not in (0, 130, -signal.SIGKILL):
                 print(f"ddp: rank {rank} ended with exit code {proc.returncode}", file=sys.stderr)
         Path(name).unlink(missing_ok=True)
+        _started.pop(ready, None)
+        shutil.rmtree(ready, ignore_errors=True)
 
 
 def leave_group() -> None:
@@ -184,6 +256,9 @@ def rank_main(path: str, role: str = "trial") -> int:
         leave_group()
     except KeyboardInterrupt:
         return 130
+    except UserError as error:  # one line, as rank 0 would print it; rank 0 then stops the study
+        print(f"error (rank {os.environ.get('RANK')}): {error}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

@@ -12,13 +12,11 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from lightning_fabric import Fabric
-from lightning_fabric.plugins.environments import LightningEnvironment
-from lightning_fabric.strategies import DDPStrategy
 from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_datamodule, build_model, plain
-from tuner.ddp import timeout, world_size
+from tuner.ddp import fabric_strategy, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
@@ -66,10 +64,7 @@ def make_fabric(cfg: DictConfig) -> Fabric:
     t = cfg.trainer
     strategy: Any = t.strategy
     if world_size(cfg) > 1:
-        strategy = DDPStrategy(
-            cluster_environment=LightningEnvironment(),
-            timeout=timeout(cfg),
-        )
+        strategy = fabric_strategy(cfg)
     fabric = Fabric(
         accelerator=str(t.accelerator), devices=t.devices, strategy=strategy, precision=t.precision
     )
