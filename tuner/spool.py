@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 
 from tuner.secrets import mask_secrets
 from tuner.sidecar import ChildGone, Refused, Sidecar, write_to_store
-from tuner.spool_files import PENDING, Op, describe, load_spool
+from tuner.spool_files import PENDING, Op, batch_group, describe, load_spool, merge_batches
 
 _REJECTED_AFTER = 3
 
@@ -44,6 +44,8 @@ class SpoolWriter:
         describe_store: How messages name the store (no password).
         sidecar: Runs the writes in a child process (with its own client for ``uri``).
         uri: The store's tracking URI, for the sidecar.
+        linger: Seconds a metrics batch may wait for the next ones to go out with it
+            (any other write sends them at once).
     """
 
     def __init__(
@@ -56,8 +58,10 @@ class SpoolWriter:
         describe_store: str = "the MLflow store",
         sidecar: Sidecar | None = None,
         uri: str = "",
+        linger: float = 0.0,
     ) -> None:
         self.client = client
+        self.linger = linger
         self.sidecar = sidecar
         self.uri = uri
         self.probe = probe
@@ -76,6 +80,7 @@ class SpoolWriter:
         self._spool: Any = None
         self._closing = False
         self._deadline = float("inf")
+        self._hurry = False
         self._thread = threading.Thread(target=self._run, name="tuner-mlflow", daemon=True)
         self._thread.start()
 
@@ -109,7 +114,12 @@ class SpoolWriter:
     def drain(self, *, timeout: float | None = None) -> bool:
         """Waits until every queued write is sent (or dropped); False if ``timeout`` s passed first."""
         with self._cond:
-            return self._cond.wait_for(lambda: not self._queue, timeout=timeout)
+            self._hurry = True
+            self._cond.notify_all()
+            try:
+                return self._cond.wait_for(lambda: not self._queue, timeout=timeout)
+            finally:
+                self._hurry = False
 
     # ------------------------------------------------------------------ the thread
 
@@ -121,7 +131,15 @@ class SpoolWriter:
                     self._cond.wait()
                 if not self._queue:
                     return
+                self._wait_for_company()
                 op = self._queue[0]
+                group = batch_group(self._queue) if failures == 0 and self._spool is None else [op]
+            if len(group) > 1:
+                error = self._execute(merge_batches(group))
+                if error is None:
+                    for each in group:
+                        self._done(each, sent=True)
+                    continue
             error = self._execute(op)
             if error is not None and (op.kind == "local" or op.ref in self._lost_runs):
                 self.errors.append(f"{describe([op], names=self.names, ids=self.ids)}: {error}")
@@ -163,6 +181,23 @@ class SpoolWriter:
                 return
             self._wake.clear()
             self._wake.wait(min(self.max_wait, 0.5 * 2 ** min(failures, 10)))
+
+    def _only_batches(self) -> bool:
+        return all(op.kind == "batch" for op in self._queue)
+
+    def _wait_for_company(self) -> None:
+        """Holds a queue of metrics batches up to ``linger`` s, so they go out as one write.
+
+        A log_batch on MLflow's SQL store costs milliseconds of CPU and holds the GIL, whatever
+        its size; a trial sends one every ``tracking.step_flush_every`` steps and one per
+        evaluation. Any other write (a run's end, an artifact), a drain or close sends at once.
+        """
+        if self.linger <= 0 or self.outage_since is not None:
+            return
+        self._cond.wait_for(
+            lambda: self._closing or self._hurry or not self._only_batches() or len(self._queue) >= 64,
+            timeout=self.linger,
+        )
 
     def _execute(self, op: Op) -> str | None:
         """Runs one write; None on success, else the error as text."""

@@ -12,7 +12,7 @@ import os
 import re
 import socket
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -121,3 +121,46 @@ def describe(ops: list[Op], *, names: dict[str, str], ids: dict[str, str]) -> st
         )
         parts.append(f"{name}: {shown}")
     return "; ".join(parts)
+
+
+#: MLflow's limits on one log_batch call.
+_LIMITS = {"metrics": 1000, "params": 100, "tags": 100}
+
+
+def batch_group(queue: Iterable[Op]) -> list[Op]:
+    """The batch writes at the head of ``queue`` for one run that fit in one MLflow batch.
+
+    Just the head when it is another kind of write. A key set twice in one MLflow batch
+    is refused, so a batch that repeats a param or tag key starts the next group.
+    """
+    ops = iter(queue)
+    head = next(ops)
+    group = [head]
+    if head.kind != "batch":
+        return group
+    counts = {key: len(head.data.get(key, ())) for key in _LIMITS}
+    keys = {key: {item[0] for item in head.data.get(key, ())} for key in ("params", "tags")}
+    for op in ops:
+        if op.kind != "batch" or op.ref != head.ref:
+            break
+        sizes = {key: len(op.data.get(key, ())) for key in _LIMITS}
+        if any(counts[key] + sizes[key] > limit for key, limit in _LIMITS.items()):
+            break
+        new = {key: {item[0] for item in op.data.get(key, ())} for key in keys}
+        if any(keys[key] & new[key] for key in keys):
+            break
+        for key in _LIMITS:
+            counts[key] += sizes[key]
+        for key in keys:
+            keys[key] |= new[key]
+        group.append(op)
+    return group
+
+
+def merge_batches(ops: list[Op]) -> Op:
+    """One batch write carrying the metrics, params and tags of several, in order."""
+    data: dict[str, list[Any]] = {}
+    for op in ops:
+        for key in _LIMITS:
+            data.setdefault(key, []).extend(op.data.get(key, ()))
+    return Op("batch", ops[0].ref, {key: items for key, items in data.items() if items})

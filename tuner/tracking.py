@@ -31,6 +31,9 @@ from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
 from tuner.store_template import create_from_template
 from tuner.thinning import StepThinner
 
+#: Seconds a metrics batch waits for the next ones, to be written together (per-step
+#: windows and evaluations of a trial: a few writes a second, each a store transaction).
+_LINGER = 1.0
 #: MLflow accepts at most this many metrics in one log_batch call.
 _BATCH = 1000
 #: MLflow's HTTP client retries a failed request for minutes by default; the spool
@@ -112,6 +115,7 @@ class Tracker:
             spool_path=spool_file(spool_dir, experiment) if spool_dir is not None else None,
             max_wait=max_wait,
             describe_store=f"MLflow at {mask_secrets(uri)}",
+            linger=_LINGER,
         )
         if spool_dir is not None and spool_dir.is_dir():
             replayed = self._writer.replay(orphaned_spools(spool_dir, experiment))
