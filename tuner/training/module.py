@@ -110,6 +110,13 @@ class TrialModule(pl.LightningModule):
         # StepTrace takes these values and sends them on in windows.
         return {"steps": steps, "lrs": lrs, "losses": torch.stack(losses) if losses else None}
 
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        # The loaders yield CPU tensors: on a CPU device Lightning's walk of a chunk of
+        # batches to move them nowhere cost about 2% of a 1,000-step MLP trial.
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_fit_start(self) -> None:
         # One process in full precision: the strategy and precision plugin would only
         # call backward() and step() through four hook dispatches per optimizer step,
