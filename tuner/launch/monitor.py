@@ -125,13 +125,18 @@ def settle_trial_runs(study: optuna.Study, tracker: Tracker, parent: str, *, tim
         for t in study.get_trials(deepcopy=False)
         if t.state.is_finished() and t.user_attrs.get("mlflow_run_id")
     }
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    said = False
     while True:
         running = tracker.client.search_runs(
             [tracker.experiment_id],
             filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
         )
         left = sorted(wanted & {r.info.run_id for r in running})
-        if not left or time.monotonic() >= deadline:
+        waited = time.monotonic() - started
+        if not left or waited >= timeout:
             return left
+        if waited >= 2.0 and not said:  # a wait that long is worth a line
+            print(f"waiting for the workers to end {len(left)} trial runs in MLflow ...", flush=True)
+            said = True
         time.sleep(0.25)
