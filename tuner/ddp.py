@@ -32,9 +32,9 @@ from pytorch_lightning.strategies import DDPStrategy
 from tuner.errors import UserError
 
 _DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "auto")
-_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", "TUNER_DDP_READY")
 #: The folder where ranks above 0 mark that they reached the process group's rendezvous.
 READY_ENV = "TUNER_DDP_READY"
+_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", READY_ENV)
 #: The processes of ranks 1..N-1 that ``ranks`` started, by their ready folder.
 _started: dict[str, list[subprocess.Popen[bytes]]] = {}
 
@@ -130,10 +130,9 @@ def meet_ranks(wait: timedelta | None) -> None:
     waiting = set(range(1, world))
     while waiting:
         for rank in sorted(waiting):
-            code = procs[rank - 1].poll()
             if Path(folder, f"rank-{rank}").exists():
                 waiting.discard(rank)
-            elif code is not None:
+            elif (code := procs[rank - 1].poll()) is not None:
                 raise UserError(
                     "trainer.devices",
                     world,
