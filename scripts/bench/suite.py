@@ -118,7 +118,14 @@ def run_overhead(task: str, size: Size, pairs: int) -> dict[str, Any]:
     from tuner.cli import compose
 
     start = _cpu()
-    cfg = compose([*task_overrides(task, steps=size.steps, val_every=size.val_every), "pruner=none"])
+    # As the project's peers run here: one job per core, no core free for a tracking sidecar.
+    cfg = compose(
+        [
+            *task_overrides(task, steps=size.steps, val_every=size.val_every),
+            "pruner=none",
+            "tracking.sidecar=false",
+        ]
+    )
     measured = overhead.measure(cfg, build_datamodule(cfg), pairs=pairs, say=lambda _line: None)
     return {**measured, "cpu_s": _cpu() - start}
 
