@@ -120,3 +120,19 @@ def test_a_rank_that_cannot_start_stops_the_study_at_once_with_one_message(tmp_p
     # Nothing half-made: the fruitless study and its runs are gone.
     storage = JournalStorage(JournalFileBackend(str(tmp_path / "runs" / "optuna.journal")))
     assert "ddp-broken" not in [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+def test_devices_auto_is_one_device_a_trial_and_ddp_needs_a_count():
+    from tuner.cli import compose
+    from tuner.ddp import check, trial_devices
+    from tuner.errors import UserError
+
+    # Lightning's auto would take every GPU for one trial and re-run the command per GPU.
+    assert trial_devices(compose([])) == 1
+    assert trial_devices(compose(["trainer.devices=auto"])) == 1
+    assert trial_devices(compose(["trainer.devices=2"])) == 2
+    assert trial_devices(compose(["trainer.devices=[0,1]"])) == [0, 1]
+    for overrides in (["trainer.strategy=ddp"], ["trainer.strategy=ddp", "trainer.devices=auto"]):
+        with pytest.raises(UserError) as raised:
+            check(compose(overrides))
+        assert raised.value.key == "trainer.devices"

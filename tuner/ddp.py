@@ -51,6 +51,18 @@ def world_size(cfg: DictConfig) -> int:
     return 1
 
 
+def trial_devices(cfg: DictConfig) -> int | str | list[int]:
+    """``trainer.devices`` as Lightning gets it: ``auto`` is one device.
+
+    Lightning's ``auto`` is every GPU for one trial, through its own DDP launcher, which
+    re-runs the whole command line in each new process: a study per GPU.
+    """
+    devices = cfg.trainer.devices
+    if str(devices) == "auto":
+        return 1
+    return list(devices) if OmegaConf.is_list(devices) else devices
+
+
 def check(cfg: DictConfig) -> None:
     """Rejects device settings this launcher cannot run.
 
@@ -67,6 +79,13 @@ def check(cfg: DictConfig) -> None:
     if strategy.startswith("ddp") and str(cfg.trainer.devices) == "auto":
         raise UserError(
             "trainer.devices", "auto", "with trainer.strategy=ddp give a device count, e.g. trainer.devices=2"
+        )
+    if strategy.startswith("ddp") and world_size(cfg) == 1:
+        raise UserError(
+            "trainer.devices",
+            cfg.trainer.devices,
+            "trainer.strategy=ddp trains one trial on several devices: give a count above 1, "
+            "e.g. trainer.devices=2 (or drop trainer.strategy)",
         )
     if world_size(cfg) > 1 and strategy not in _DDP:
         raise UserError(

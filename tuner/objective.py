@@ -76,7 +76,7 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
         max_steps=int(t.max_steps),
         max_epochs=-1,
         accelerator=str(t.accelerator),
-        devices=t.devices,
+        devices=ddp.trial_devices(cfg),
         strategy=ddp.strategy(cfg) if multi else t.strategy,
         precision=t.precision,
         val_check_interval=int(t.val_check_interval) // steps_per_call(cfg),

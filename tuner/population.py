@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
+from tuner.ddp import world_size
 from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress
@@ -77,7 +78,7 @@ def population_size(cfg: DictConfig, specs: Sequence[ParamSpec], datamodule: pl.
     if problem is not None:
         notice(f"{head}: the model cannot be vectorised with torch.func.vmap ({problem})")
         return 1
-    if _explicit_devices(cfg) > 1:
+    if world_size(cfg) > 1:
         notice(
             f"study.population trains each population on one device, not trainer.devices={cfg.trainer.devices}"
         )
@@ -91,15 +92,6 @@ def population_size(cfg: DictConfig, specs: Sequence[ParamSpec], datamodule: pl.
 def _sample(datamodule: pl.LightningDataModule, n: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = next(iter(datamodule.train_dataloader()))
     return x[:n], y[:n]
-
-
-def _explicit_devices(cfg: DictConfig) -> int:
-    devices = cfg.trainer.devices
-    if isinstance(devices, int):
-        return devices
-    if OmegaConf.is_list(devices):
-        return len(devices)
-    return 1
 
 
 def _uses_cuda(cfg: DictConfig) -> bool:

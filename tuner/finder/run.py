@@ -16,7 +16,7 @@ from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_datamodule, build_model, plain
-from tuner.ddp import fabric_strategy, world_size
+from tuner.ddp import fabric_strategy, trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
@@ -66,7 +66,7 @@ def make_fabric(cfg: DictConfig) -> Fabric:
     if world_size(cfg) > 1:
         strategy = fabric_strategy(cfg)
     fabric = Fabric(
-        accelerator=str(t.accelerator), devices=t.devices, strategy=strategy, precision=t.precision
+        accelerator=str(t.accelerator), devices=trial_devices(cfg), strategy=strategy, precision=t.precision
     )
     fabric.launch()
     return fabric
