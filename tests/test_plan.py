@@ -36,7 +36,7 @@ def test_trials_per_gpu_packs_workers_on_each_gpu():
 
 
 def test_gpus_per_worker_gives_each_worker_its_own_set():
-    plans = plan(None, gpus=["2", "3", "5", "7"], gpus_per_worker=2)
+    plans = plan(None, gpus=["2", "3", "5", "7"], gpus_per_worker=2, devices_per_trial=2)
     assert [p.env()["CUDA_VISIBLE_DEVICES"] for p in plans] == ["2,3", "5,7"]
 
 
@@ -44,7 +44,10 @@ def test_gpus_per_worker_gives_each_worker_its_own_set():
     ("workers", "kwargs", "key"),
     [
         (3, {"gpus": ["0"], "trials_per_gpu": 2}, "launcher.workers"),
-        (1, {"gpus": ["0"], "gpus_per_worker": 2}, "launcher.gpus_per_worker"),
+        (1, {"gpus": ["0"], "gpus_per_worker": 2, "devices_per_trial": 2}, "launcher.gpus_per_worker"),
+        # A worker's GPUs and a trial's devices must match: idle GPUs, or trials without theirs.
+        (1, {"gpus": ["0", "1"], "gpus_per_worker": 2}, "launcher.gpus_per_worker"),
+        (1, {"gpus": ["0", "1"], "devices_per_trial": 2}, "launcher.gpus_per_worker"),
         (1, {"gpus": ["0", "1"], "gpus_per_worker": 2, "trials_per_gpu": 2}, "launcher.trials_per_gpu"),
         (0, {}, "launcher.workers"),
     ],

@@ -29,6 +29,7 @@ from lightning_fabric.strategies import DDPStrategy as FabricDDPStrategy
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.strategies import DDPStrategy
 
+from tuner.devices import world_size
 from tuner.errors import UserError
 
 _DDP = ("ddp", "ddp_find_unused_parameters_true", "ddp_find_unused_parameters_false", "auto")
@@ -37,30 +38,6 @@ READY_ENV = "TUNER_DDP_READY"
 _ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "LOCAL_RANK", "RANK", READY_ENV)
 #: The processes of ranks 1..N-1 that ``ranks`` started, by their ready folder.
 _started: dict[str, list[subprocess.Popen[bytes]]] = {}
-
-
-def world_size(cfg: DictConfig) -> int:
-    """Processes one trial trains on: ``trainer.devices`` when it is a count above one."""
-    devices = cfg.trainer.devices
-    if isinstance(devices, int) and not isinstance(devices, bool):
-        return max(devices, 1)
-    if isinstance(devices, str) and devices.isdigit():
-        return max(int(devices), 1)
-    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
-        return max(len(devices), 1)
-    return 1
-
-
-def trial_devices(cfg: DictConfig) -> int | str | list[int]:
-    """``trainer.devices`` as Lightning gets it: ``auto`` is one device.
-
-    Lightning's ``auto`` is every GPU for one trial, through its own DDP launcher, which
-    re-runs the whole command line in each new process: a study per GPU.
-    """
-    devices = cfg.trainer.devices
-    if str(devices) == "auto":
-        return 1
-    return list(devices) if OmegaConf.is_list(devices) else devices
 
 
 def check(cfg: DictConfig) -> None:

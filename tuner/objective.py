@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 
 from tuner import ddp
 from tuner.build import build_model, plain
+from tuner.devices import trial_devices, world_size
 from tuner.errors import UserError
 from tuner.schedules import warmup_length
 from tuner.stopping import StopOnRequest
@@ -71,12 +72,12 @@ def make_trainer(cfg: DictConfig, callbacks: list[pl.Callback]) -> pl.Trainer:
     clipping is the module's (optimization is manual).
     """
     t = cfg.trainer
-    multi = ddp.world_size(cfg) > 1
+    multi = world_size(cfg) > 1
     return pl.Trainer(
         max_steps=int(t.max_steps),
         max_epochs=-1,
         accelerator=str(t.accelerator),
-        devices=ddp.trial_devices(cfg),
+        devices=trial_devices(cfg),
         strategy=ddp.strategy(cfg) if multi else t.strategy,
         precision=t.precision,
         val_check_interval=int(t.val_check_interval) // steps_per_call(cfg),

@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
-from tuner.ddp import world_size
+from tuner.devices import world_size
 from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress

@@ -16,7 +16,8 @@ from mlflow.entities import Param
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_datamodule, build_model, plain
-from tuner.ddp import fabric_strategy, trial_devices, world_size
+from tuner.ddp import fabric_strategy
+from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread

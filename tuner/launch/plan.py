@@ -8,6 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tuner.devices import world_size
 from tuner.errors import UserError
 
 
@@ -68,6 +69,7 @@ def plan_workers(
     trials_per_gpu: int,
     threads_per_worker: int | None,
     max_threads: int | None,
+    devices_per_trial: int = 1,
 ) -> list[WorkerPlan]:
     """Spreads workers over GPUs (packing ``trials_per_gpu`` on each) or over CPU cores.
 
@@ -77,7 +79,8 @@ def plan_workers(
     ``max_threads``).
 
     Raises:
-        UserError: more workers than the GPU slots hold, or inconsistent packing.
+        UserError: more workers than the GPU slots hold, inconsistent packing, or a
+            worker's GPUs that its trials (``devices_per_trial``) would not all use.
     """
     if gpus_per_worker < 1:
         raise UserError("launcher.gpus_per_worker", gpus_per_worker, "give 1 or more")
@@ -88,6 +91,14 @@ def plan_workers(
             "launcher.trials_per_gpu",
             trials_per_gpu,
             "packing shares one GPU among workers: use it with launcher.gpus_per_worker=1",
+        )
+    if gpus and devices_per_trial != gpus_per_worker:
+        # Fewer would leave a worker's GPUs idle; more, every trial fails to find its devices.
+        raise UserError(
+            "launcher.gpus_per_worker",
+            gpus_per_worker,
+            f"each worker gets {gpus_per_worker} GPU(s) but a trial trains on trainer.devices="
+            f"{devices_per_trial}: give both the same N (with trainer.strategy=ddp when N > 1)",
         )
     slots = len(gpus) // gpus_per_worker
     if gpus and slots == 0:
@@ -132,4 +143,5 @@ def plan_local(cfg: DictConfig) -> list[WorkerPlan]:
         trials_per_gpu=int(launcher.trials_per_gpu),
         threads_per_worker=int(launcher.threads_per_worker) if launcher.get("threads_per_worker") else None,
         max_threads=int(cfg.trainer.num_threads) if cfg.trainer.get("num_threads") else None,
+        devices_per_trial=world_size(cfg),
     )
