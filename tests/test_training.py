@@ -6,7 +6,7 @@ import math
 
 from tuner.build import build_datamodule
 from tuner.objective import run_trial
-from tuner.training import DivergenceGuard
+from tuner.training.guards import DivergenceGuard
 
 SHORT = [
     "trainer.max_steps=40",

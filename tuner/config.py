@@ -19,6 +19,7 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.training.guards import check_guards
 
 MODES = ("tune", "find", "schedule", "report")
 
@@ -83,6 +84,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
+    check_guards(cfg)
     check_targets(cfg)
     check_data(cfg)
     validate_report(cfg)

@@ -18,7 +18,8 @@ from tuner.errors import UserError
 from tuner.schedules import warmup_length
 from tuner.stopping import StopOnRequest
 from tuner.tracking import TrialRun
-from tuner.training import DivergenceGuard, PruningCallback, StepTrace, TrialModule
+from tuner.training import PruningCallback, StepTrace, TrialModule
+from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.module import StepChunks
 
 
@@ -111,7 +112,7 @@ def run_trial(
     trace = StepTrace(
         flush_every=int(cfg.tracking.step_flush_every),
         sink=run.log_steps if run is not None else None,
-        guard=DivergenceGuard(factor=float(cfg.trainer.divergence_factor)),
+        guard=guard_from_config(cfg),
     )
     reporter = PruningCallback(
         trial,
@@ -140,7 +141,7 @@ def run_trial(
         return Outcome(
             "PRUNED",
             reporter.last_value,
-            f"diverged at step {steps}: {trace.diverged}",
+            stop_reason(trace.diverged, steps),
             steps,
             world_size=world,
         )

@@ -31,7 +31,7 @@ from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
 from tuner.tracking import Tracker, TrialRun
-from tuner.training import DivergenceGuard
+from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.control import MemberLink, PopulationControl
 from tuner.training.population import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
@@ -39,7 +39,12 @@ from tuner.tune import is_surplus, record_outcome, start_trial
 
 #: Config keys members of one population may differ in: prefixes, then single keys.
 MEMBER_PREFIXES = ("optimizer.", "schedule.")
-MEMBER_KEYS = ("trainer.gradient_clip_val", "trainer.divergence_factor")
+MEMBER_KEYS = (
+    "trainer.gradient_clip_val",
+    "trainer.divergence_factor",
+    "trainer.not_learning_after",
+    "trainer.not_learning_tolerance",
+)
 #: ``auto`` puts at most this share of ``study.n_trials`` in one population, so the
 #: sampler still learns from earlier populations.
 AUTO_SHARE = 4
@@ -164,7 +169,7 @@ def run_population(
         MemberLink(
             trial,
             warmup_steps=warmup_length(schedule, total),
-            guard=DivergenceGuard(factor=float(cfg.trainer.divergence_factor)),
+            guard=guard_from_config(cfg),
             sink=run.log_steps if run is not None else None,
             on_report=run.log_metrics if run is not None else None,
         )
@@ -215,7 +220,7 @@ def _outcome(link: MemberLink, steps: int) -> Outcome:
     """How one member ended, in the words a single trial would use."""
     steps = link.stopped_at if link.stopped_at is not None else steps
     if link.diverged is not None:
-        return Outcome("PRUNED", link.last_value, f"diverged at step {steps}: {link.diverged}", steps)
+        return Outcome("PRUNED", link.last_value, stop_reason(link.diverged, steps), steps)
     if link.pruned_at is not None:
         return Outcome("PRUNED", link.last_value, f"pruned at step {link.pruned_at} by the pruner", steps)
     value = link.last_value

@@ -1,4 +1,4 @@
-"""Callbacks of a trial: per-step trace, divergence guard, and pruning.
+"""Callbacks of a trial: per-step trace and pruning (the guards are in :mod:`tuner.training.guards`).
 
 Optuna's own Lightning callback imports ``lightning.pytorch``, which cannot be mixed
 with ``pytorch_lightning`` ("Expected a parent"), so pruning is written here.
@@ -16,41 +16,10 @@ import torch
 
 from tuner.errors import UserError
 from tuner.resilience import storage_errors
+from tuner.training.guards import DivergenceGuard
 
 #: Receives ``steps`` and ``{"lr": [...], "train_loss": [...]}`` for a window of steps.
 StepSink = Callable[[list[int], dict[str, list[float]]], None]
-
-
-class DivergenceGuard:
-    """Decides that a run diverged: a non-finite loss, or one far above where it started.
-
-    Args:
-        factor: Diverged once a window's mean loss exceeds ``factor`` times the initial loss.
-        initial_steps: Steps whose mean loss is the reference.
-    """
-
-    def __init__(self, *, factor: float = 4.0, initial_steps: int = 5) -> None:
-        self.factor = factor
-        self.initial_steps = initial_steps
-        self.reference: float | None = None
-
-    def check(self, losses: Sequence[float]) -> str | None:
-        """The reason the run diverged in this window of losses, or None."""
-        if any(not math.isfinite(loss) for loss in losses):
-            return f"loss became {next(v for v in losses if not math.isfinite(v))} (non-finite)"
-        if self.reference is None:
-            head = list(losses[: self.initial_steps])
-            self.reference = sum(head) / len(head) if head else None
-            losses = losses[len(head) :]
-        if not losses or self.reference is None:
-            return None
-        mean = sum(losses) / len(losses)
-        if mean > self.factor * self.reference:
-            return (
-                f"loss exploded: mean {mean:.4g} over {len(losses)} steps is above "
-                f"{self.factor:g}x the initial {self.reference:.4g}"
-            )
-        return None
 
 
 class StepTrace(pl.Callback):
@@ -85,6 +54,8 @@ class StepTrace(pl.Callback):
         self._steps += outputs["steps"]
         self._lrs += outputs["lrs"]
         self._losses.append(outputs["losses"])
+        if self.guard is not None and self.guard.chance is None:
+            self.guard.chance = outputs.get("chance")
         if len(self._steps) >= self.flush_every:
             self.flush(trainer)
 

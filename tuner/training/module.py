@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
@@ -89,13 +90,17 @@ class TrialModule(pl.LightningModule):
         steps: list[int] = []
         lrs: list[float] = []
         losses: list[torch.Tensor] = []
+        chance: float | None = None
         direct = self._direct
         for x, y in batches:
             if self.trainer.global_step >= self.total_steps:
                 break
             steps.append(self.trainer.global_step)
             lrs.append(float(optimizer.param_groups[0]["lr"]))
-            loss = F.cross_entropy(self.net(x), y)
+            logits = self.net(x)
+            loss = F.cross_entropy(logits, y)
+            if chance is None and logits.dim() >= 2:
+                chance = math.log(logits.shape[1])  # the loss of a uniform guess
             optimizer.zero_grad(set_to_none=True)
             if direct:
                 self._direct_step(loss, optimizer)
@@ -108,7 +113,12 @@ class TrialModule(pl.LightningModule):
             losses.append(loss.detach())
         # Not self.log: it costs more per step than a small model's forward pass;
         # StepTrace takes these values and sends them on in windows.
-        return {"steps": steps, "lrs": lrs, "losses": torch.stack(losses) if losses else None}
+        return {
+            "steps": steps,
+            "lrs": lrs,
+            "losses": torch.stack(losses) if losses else None,
+            "chance": chance,
+        }
 
     def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
         # The loaders yield CPU tensors: on a CPU device Lightning's walk of a chunk of
