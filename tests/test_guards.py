@@ -7,8 +7,8 @@ import math
 import pytest
 
 from tuner.build import build_datamodule
-from tuner.errors import UserError
 from tuner.config import validate
+from tuner.errors import UserError
 from tuner.objective import run_trial
 from tuner.training.guards import DivergenceGuard
 
@@ -58,5 +58,5 @@ def test_a_trial_that_does_not_learn_is_stopped_with_its_reason(compose_cfg):
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "yes"])
 def test_bad_share_names_the_key(compose_cfg, value):
-    with pytest.raises(UserError, match="trainer.not_learning_after"):
+    with pytest.raises(UserError, match=r"trainer\.not_learning_after"):
         validate(compose_cfg(f"trainer.not_learning_after={value}"))

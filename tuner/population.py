@@ -31,8 +31,8 @@ from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
 from tuner.tracking import Tracker, TrialRun
-from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.control import MemberLink, PopulationControl
+from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.population import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
 from tuner.tune import is_surplus, record_outcome, start_trial

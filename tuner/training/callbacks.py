@@ -6,8 +6,7 @@ with ``pytorch_lightning`` ("Expected a parent"), so pruning is written here.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import optuna
