@@ -12,8 +12,13 @@ from tuner.errors import UserError
 from tuner.objective import run_trial
 from tuner.training.guards import DivergenceGuard
 
-SHORT = ["trainer.max_steps=60", "trainer.val_check_interval=20", "tracking.step_flush_every=10",
-         "data.num_samples=600", "model=mlp"]
+SHORT = [
+    "trainer.max_steps=60",
+    "trainer.val_check_interval=20",
+    "tracking.step_flush_every=10",
+    "data.num_samples=600",
+    "model=mlp",
+]
 
 
 def test_flat_loss_at_chance_is_not_learning_after_the_share():

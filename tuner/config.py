@@ -20,6 +20,8 @@ from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
 from tuner.training.guards import check_guards
+from tuner.training.plateau import check_plateau
+from tuner.training.probe import check_probe
 
 MODES = ("tune", "find", "schedule", "report")
 
@@ -85,6 +87,8 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     specs = parse_space(cfg.search.get("params") or {}, cfg)
     _check_components(cfg, {})
     check_guards(cfg)
+    check_probe(cfg)
+    check_plateau(cfg)
     check_targets(cfg)
     check_data(cfg)
     validate_report(cfg)

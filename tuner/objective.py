@@ -20,7 +20,9 @@ from tuner.stopping import StopOnRequest
 from tuner.tracking import TrialRun
 from tuner.training import PruningCallback, StepTrace, TrialModule
 from tuner.training.guards import guard_from_config, stop_reason
-from tuner.training.module import StepChunks
+from tuner.training.module import StepChunks, evaluate
+from tuner.training.plateau import plateau_rule
+from tuner.training.probe import CooldownProbe, probe_settings
 
 
 @dataclass
@@ -106,6 +108,7 @@ def run_trial(
     model's code ends this trial as FAIL with its traceback.
     """
     pl.seed_everything(int(cfg.seed), workers=False, verbose=False)
+    net = build_model(cfg, datamodule)
     total = int(cfg.trainer.max_steps)
     schedule, optimizer = plain(cfg.schedule), plain(cfg.optimizer)
     warmup = warmup_length(schedule, total)
@@ -119,8 +122,11 @@ def run_trial(
         monitor=str(cfg.study.metric),
         warmup_steps=warmup,
         on_report=(lambda step, metrics: run.log_metrics(step, metrics)) if run is not None else None,
+        probe=make_probe(cfg, datamodule, warmup_steps=warmup),
+        evaluate=lambda: evaluate(net, datamodule.val_dataloader()),
+        plateau=plateau_rule(cfg),
+        train_losses=lambda: trace.interval_losses,
     )
-    net = build_model(cfg, datamodule)
     clip = cfg.trainer.get("gradient_clip_val")
     module = TrialModule(
         net, optimizer=optimizer, schedule=schedule, total_steps=total, gradient_clip_val=clip
@@ -165,6 +171,26 @@ def run_trial(
         return _failed(exc, value, steps)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return Outcome("COMPLETE", value, None, steps, metrics, world_size=world)
+
+
+def make_probe(
+    cfg: DictConfig, datamodule: pl.LightningDataModule, *, warmup_steps: int
+) -> CooldownProbe | None:
+    """The trial's cooldown probe (``probe`` group), or None when probes are off."""
+    settings = probe_settings(cfg)
+    if settings is None:
+        return None
+    clip = cfg.trainer.get("gradient_clip_val")
+    return CooldownProbe(
+        settings,
+        floor_ratio=float(cfg.schedule.get("min_lr_ratio") or 0.0),
+        total_steps=int(cfg.trainer.max_steps),
+        train_batches=datamodule.train_dataloader,
+        every=int(cfg.trainer.val_check_interval),
+        warmup_steps=warmup_steps,
+        seed=int(cfg.seed),
+        clip=float(clip) if clip else None,
+    )
 
 
 def _failed(exc: Exception, value: float | None, steps: int) -> Outcome:

@@ -115,14 +115,18 @@ def _restarts_shape(cycles: int, cycle_mult: float) -> Callable[[float], float]:
     return shape
 
 
+#: Cooldown shapes: 1 at the start of a cooldown (q = 0), 0 at its end (q = 1). Shared by
+#: wsd's decay phase and the cooldown probes (:mod:`tuner.training.probe`).
+COOLDOWN_SHAPES: dict[str, Callable[[float], float]] = {
+    "linear": lambda q: 1 - q,
+    "cosine": lambda q: _cosine_shape(q),
+    "1-sqrt": lambda q: 1 - math.sqrt(q),
+}
+
+
 def _wsd_shape(decay_fraction: float, cooldown: str) -> Callable[[float], float]:
     """Warmup-stable-decay: hold the peak, then cool down over the last ``decay_fraction``."""
-    cooldowns: dict[str, Callable[[float], float]] = {
-        "linear": lambda q: 1 - q,
-        "cosine": _cosine_shape,
-        "1-sqrt": lambda q: 1 - math.sqrt(q),
-    }
-    cool = cooldowns[cooldown]
+    cool = COOLDOWN_SHAPES[cooldown]
     stable_until = 1 - decay_fraction
 
     def shape(progress: float) -> float:

@@ -16,6 +16,8 @@ import torch
 from tuner.errors import UserError
 from tuner.resilience import storage_errors
 from tuner.training.guards import DivergenceGuard
+from tuner.training.plateau import PlateauRule
+from tuner.training.probe import PROBES_ATTR, CooldownProbe
 
 #: Receives ``steps`` and ``{"lr": [...], "train_loss": [...]}`` for a window of steps.
 StepSink = Callable[[list[int], dict[str, list[float]]], None]
@@ -44,6 +46,9 @@ class StepTrace(pl.Callback):
         self._steps: list[int] = []
         self._lrs: list[float] = []
         self._losses: list[torch.Tensor] = []
+        #: Mean training loss of each interval between two evaluations (the plateau rule's trend).
+        self.interval_losses: list[float] = []
+        self._interval = [0.0, 0]
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -60,6 +65,10 @@ class StepTrace(pl.Callback):
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer)
+        total, count = self._interval
+        if count:
+            self.interval_losses.append(total / count)
+        self._interval = [0.0, 0]
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.flush(trainer)
@@ -72,6 +81,7 @@ class StepTrace(pl.Callback):
         steps, lrs = self._steps, self._lrs
         self._steps, self._lrs, self._losses = [], [], []
         self.last_loss = losses[-1]
+        self._interval = [self._interval[0] + sum(losses), self._interval[1] + len(losses)]
         if self.sink is not None:
             self.sink(steps, {"lr": lrs, "train_loss": losses})
         reason = self.guard.check(losses) if self.guard is not None and self.diverged is None else None
@@ -85,14 +95,21 @@ class PruningCallback(pl.Callback):
     """Reports the monitored metric to the trial after every validation and prunes.
 
     Reports are keyed by global step. No pruning before the warmup ends: a run still
-    warming up looks worse than it is. Under DDP, rank 0 talks to Optuna and its
-    decision is broadcast to every rank.
+    warming up looks worse than it is. With cooldown probes (``probe=cooldown``) the
+    value judged at a probe rung is the branch's, and evaluations between rungs are
+    logged but not judged. The plateau rule spares a trial whose metric is flat while
+    its training loss still falls. Under DDP, rank 0 talks to Optuna and its decision
+    is broadcast to every rank.
 
     Args:
         trial: The Optuna trial (None on ranks other than 0, or when not tuning).
         monitor: Logged metric to report (``val_acc``...).
         warmup_steps: Steps before which no pruning happens.
-        on_report: Called with ``(step, value)`` after each report (tracking, progress).
+        on_report: Called with ``(step, metrics)`` after each evaluation (tracking, progress).
+        probe: Branches cooldowns at its rungs (None: judge each evaluation as it is).
+        evaluate: Validation metrics of the model as it is now (for the probe's branch).
+        plateau: The plateau rule (None: off).
+        train_losses: Mean training loss of each evaluation interval so far.
     """
 
     def __init__(
@@ -102,13 +119,25 @@ class PruningCallback(pl.Callback):
         monitor: str,
         warmup_steps: int = 0,
         on_report: Callable[[int, dict[str, float]], None] | None = None,
+        probe: CooldownProbe | None = None,
+        evaluate: Callable[[], dict[str, float]] | None = None,
+        plateau: PlateauRule | None = None,
+        train_losses: Callable[[], list[float]] | None = None,
     ) -> None:
         self.trial = trial
         self.monitor = monitor
         self.warmup_steps = warmup_steps
         self.on_report = on_report
+        self.probe = probe
+        self.evaluate = evaluate
+        self.plateau = plateau
+        self.train_losses = train_losses
         self.pruned_at: int | None = None
         self.history: list[tuple[int, float]] = []
+        #: ``(step, value)`` the pruner judged: branch values at probe rungs, else as evaluated.
+        self.judged: list[tuple[int, float]] = []
+        #: Steps at which the plateau rule kept a trial the pruner would have stopped.
+        self.spared: list[int] = []
         #: Reports the storage did not take (it was away).
         self.storage_errors: list[str] = []
 
@@ -124,21 +153,58 @@ class PruningCallback(pl.Callback):
             )
         step, value = trainer.global_step, metrics[self.monitor]
         self.history.append((step, value))
+        judged, extra = self._judged(trainer, pl_module, step, value)
         if self.on_report is not None:
-            self.on_report(step, metrics)
+            self.on_report(step, {**metrics, **extra})
+        if judged is None:
+            return
+        self.judged.append((step, judged))
         should_prune = False
         if trainer.is_global_zero and self.trial is not None:
-            try:
-                self.trial.report(value, step=step)
-                should_prune = step > self.warmup_steps and self.trial.should_prune()
-            except storage_errors() as exc:
-                # The storage is away: train on unpruned; the result is saved, with retries, at the end.
-                self.storage_errors.append(f"step {step}: {type(exc).__name__}")
+            should_prune = self._ask(step, judged)
         if trainer.world_size > 1:
             should_prune = bool(trainer.strategy.broadcast(should_prune, src=0))
         if should_prune:
             self.pruned_at = step
             trainer.should_stop = True
+
+    def _judged(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, step: int, value: float
+    ) -> tuple[float | None, dict[str, float]]:
+        """The value the pruner sees at ``step`` (None: not a rung) and the probe's metrics to log."""
+        if self.probe is None or self.evaluate is None:
+            return value, {}
+        if not self.probe.due(step):
+            # Between rungs the raw value is the mid-flight one the probes replace.
+            return (value, {}) if step >= self.probe.total_steps else (None, {})
+        optimizer = trainer.optimizers[0]
+        scheduler = trainer.lr_scheduler_configs[0].scheduler if trainer.lr_scheduler_configs else None
+        net = getattr(pl_module, "net", pl_module)
+        result = self.probe.run(net, optimizer, scheduler, self.evaluate, step=step)
+        extra = {f"probe_{k}": v for k, v in result.metrics.items()}
+        extra["probe_run_length"] = float(result.run_length)
+        return result.metrics[self.monitor], extra
+
+    def _ask(self, step: int, judged: float) -> bool:
+        """Reports to the trial and asks its pruner (rank 0)."""
+        assert self.trial is not None
+        try:
+            self.trial.report(judged, step=step)
+            if self.probe is not None and self.probe.results:
+                self.trial.set_user_attr(
+                    PROBES_ATTR, [[r.run_length, r.metrics[self.monitor]] for r in self.probe.results]
+                )
+            if step <= self.warmup_steps or not self.trial.should_prune():
+                return False
+        except storage_errors() as exc:
+            # The storage is away: train on unpruned; the result is saved, with retries, at the end.
+            self.storage_errors.append(f"step {step}: {type(exc).__name__}")
+            return False
+        losses = self.train_losses() if self.train_losses is not None else []
+        if self.plateau is not None and self.plateau.spares(step, [v for _, v in self.judged], losses):
+            self.spared.append(step)
+            return False
+        return True
 
     @property
     def last_value(self) -> float | None:

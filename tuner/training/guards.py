@@ -112,7 +112,9 @@ def check_guards(cfg: DictConfig) -> None:
         isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1
     ):
         raise UserError(
-            "trainer.not_learning_after", share, "give a share of trainer.max_steps in (0, 1], or null to turn it off"
+            "trainer.not_learning_after",
+            share,
+            "give a share of trainer.max_steps in (0, 1], or null to turn it off",
         )
     tolerance = cfg.trainer.get("not_learning_tolerance", 0.02)
     if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not 0 <= tolerance < 1:

@@ -44,6 +44,35 @@ class StepChunks:
                 raise ValueError("the training data loader yielded no batch")
 
 
+def batch_sums(net: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Summed loss, correct predictions and sample count of one evaluation batch."""
+    x, y = batch
+    logits = net(x)
+    loss = F.cross_entropy(logits, y, reduction="sum")
+    correct = (logits.argmax(dim=1) == y).sum()
+    return torch.stack(
+        [loss, correct.to(loss.dtype), torch.tensor(len(y), device=loss.device, dtype=loss.dtype)]
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    net: nn.Module, loader: Iterable[tuple[torch.Tensor, torch.Tensor]], split: str = "val"
+) -> dict[str, float]:
+    """``<split>_loss`` and ``<split>_acc`` of ``net`` on a loader, outside Lightning's loops
+    (a cooldown probe's branch); the same sums as the module's own evaluation."""
+    was_training = net.training
+    net.eval()
+    device = next(net.parameters()).device
+    sums = torch.zeros(3, device=device)
+    for x, y in loader:
+        sums += batch_sums(net, (x.to(device), y.to(device)))
+    net.train(was_training)
+    loss, correct, count = (float(v) for v in sums)
+    count = max(count, 1.0)
+    return {f"{split}_loss": loss / count, f"{split}_acc": correct / count}
+
+
 class TrialModule(pl.LightningModule):
     """Wraps any ``nn.Module`` classifier for one trial.
 
@@ -189,13 +218,7 @@ class TrialModule(pl.LightningModule):
         self._log_eval("test")
 
     def _accumulate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
-        logits = self.net(x)
-        loss = F.cross_entropy(logits, y, reduction="sum")
-        correct = (logits.argmax(dim=1) == y).sum()
-        self._eval_sums += torch.stack(
-            [loss, correct.to(loss.dtype), torch.tensor(len(y), device=loss.device, dtype=loss.dtype)]
-        )
+        self._eval_sums += batch_sums(self.net, batch)
 
     def _log_eval(self, split: str) -> None:
         sums = self.trainer.strategy.reduce(self._eval_sums, reduce_op="sum")

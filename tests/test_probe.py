@@ -1,0 +1,131 @@
+"""Cooldown probes: a branch leaves the trial exactly as it was; the pruner sees the branch."""
+
+from __future__ import annotations
+
+import copy
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from tuner.build import build_datamodule, build_model, plain
+from tuner.config import validate
+from tuner.errors import UserError
+from tuner.objective import make_probe, run_trial
+from tuner.optimizers import build_optimizer
+from tuner.schedules import build_scheduler
+from tuner.training.module import evaluate
+from tuner.training.plateau import PlateauRule
+from tuner.training.probe import CooldownProbe, ProbeSettings
+
+SHORT = [
+    "trainer.max_steps=80",
+    "trainer.val_check_interval=10",
+    "tracking.step_flush_every=10",
+    "data.num_samples=600",
+    "model=mlp",
+]
+
+
+def _state(net, optimizer, scheduler):
+    return {
+        "net": {k: v.clone() for k, v in net.state_dict().items()},
+        "optimizer": copy.deepcopy(optimizer.state_dict()),
+        "scheduler": scheduler.state_dict(),
+        "lr": [g["lr"] for g in optimizer.param_groups],
+        "torch": torch.get_rng_state().clone(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state()[1].copy(),
+        "training": net.training,
+    }
+
+
+def _same(a, b):
+    assert a["net"].keys() == b["net"].keys()
+    for key in a["net"]:
+        assert torch.equal(a["net"][key], b["net"][key]), key
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert sa.keys() == sb.keys()
+    for index in sa:
+        for name, value in sa[index].items():
+            other = sb[index][name]
+            assert torch.equal(value, other) if torch.is_tensor(value) else value == other
+    assert a["optimizer"]["param_groups"] == b["optimizer"]["param_groups"]
+    assert a["scheduler"] == b["scheduler"] and a["lr"] == b["lr"]
+    assert torch.equal(a["torch"], b["torch"]) and a["python"] == b["python"]
+    assert np.array_equal(a["numpy"], b["numpy"]) and a["training"] == b["training"]
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_a_branch_leaves_the_state_exactly_as_before(compose_cfg, optimizer):
+    cfg = compose_cfg(
+        *SHORT, f"optimizer={optimizer}", "optimizer.lr=0.05", "schedule=cosine", "probe=cooldown"
+    )
+    datamodule = build_datamodule(cfg)
+    net = build_model(cfg, datamodule)
+    opt = build_optimizer(net, plain(cfg.optimizer))
+    scheduler = build_scheduler(opt, plain(cfg.schedule), 80)
+    for x, y in list(datamodule.train_dataloader())[:3]:  # some optimizer state and schedule position
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        scheduler.step()
+    before = _state(net, opt, scheduler)
+    probe = make_probe(cfg, datamodule, warmup_steps=0)
+    assert probe is not None
+    result = probe.run(net, opt, scheduler, lambda: evaluate(net, datamodule.val_dataloader()), step=30)
+    _same(before, _state(net, opt, scheduler))
+    assert result.length == 10 and result.run_length == 40  # max(min_steps, 0.2 * 30)
+    assert result.metrics["val_acc"] != evaluate(net, datamodule.val_dataloader())["val_acc"]
+
+
+def test_a_trial_with_probes_trains_exactly_as_without(compose_cfg):
+    # The branches must not leak into the trial: same losses, same final value.
+    base = [*SHORT, "optimizer.lr=0.02", "schedule=wsd"]
+    plain_cfg, probed_cfg = compose_cfg(*base), compose_cfg(*base, "probe=cooldown")
+    a = run_trial(plain_cfg, build_datamodule(plain_cfg), trial=None, run=None)
+    b = run_trial(probed_cfg, build_datamodule(probed_cfg), trial=None, run=None)
+    assert a.value == b.value and a.metrics == b.metrics
+
+
+def test_rungs_grow_and_skip_the_warmup():
+    probe = CooldownProbe(
+        ProbeSettings(growth=2.0),
+        floor_ratio=0.0,
+        total_steps=3000,
+        train_batches=list,
+        every=250,
+        warmup_steps=300,
+    )
+    assert probe.rungs() == [250, 500, 1000, 2000]
+    assert not probe.due(250) and probe.due(500) and not probe.due(750) and not probe.due(3000)
+    every = CooldownProbe(
+        ProbeSettings(growth=1.0), floor_ratio=0.0, total_steps=100, train_batches=list, every=25
+    )
+    assert every.rungs() == [25, 50, 75]
+
+
+def test_plateau_rule_spares_a_flat_metric_while_the_loss_falls():
+    rule = PlateauRule(until=1000)
+    assert rule.spares(500, [0.11, 0.11], [2.0, 1.5])  # flat, loss falling: kept
+    assert not rule.spares(500, [0.11, 0.11], [1.5, 1.5])  # flat, loss flat: pruned
+    assert not rule.spares(500, [0.11, 0.30], [2.0, 1.5])  # not flat: the pruner decides
+    assert not rule.spares(1000, [0.11, 0.11], [2.0, 1.5])  # the share is spent
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("probe.fraction=0", "probe.fraction"),
+        ("probe.growth=0.5", "probe.growth"),
+        ("probe.shape=square", "probe.shape"),
+        ("probe.min_steps=0", "probe.min_steps"),
+        ("study.population=2", "probe.name"),
+        ("pruner.plateau_share=2", "pruner.plateau_share"),
+    ],
+)
+def test_bad_probe_settings_name_the_key(compose_cfg, override, key):
+    with pytest.raises(UserError) as err:
+        validate(compose_cfg("probe=cooldown", override))
+    assert err.value.key == key

@@ -1,0 +1,56 @@
+"""The plateau rule: a flat metric is not a reason to prune a trial that still learns.
+
+Some tasks generalise late (common with strong weight decay): the validation metric
+stays flat for a long stretch while the training loss falls, then jumps. A pruner
+that compares trials at their early evaluations keeps exactly the trials that stay
+on the plateau. Until ``pruner.plateau_share`` of its steps are done, a trial whose
+judged metric is flat while its training loss still falls is kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from omegaconf import DictConfig
+
+from tuner.errors import UserError
+
+
+@dataclass(frozen=True)
+class PlateauRule:
+    """Args:
+    until: Step from which the rule spares nothing (the share of the budget spent).
+    flat: A metric moving by at most this (relative, at least absolute) is flat.
+    falling: The training loss falls when an interval's mean is this share below the last.
+    """
+
+    until: int
+    flat: float = 0.01
+    falling: float = 0.01
+
+    def spares(self, step: int, judged: Sequence[float], losses: Sequence[float]) -> bool:
+        """Whether a trial the pruner would stop at ``step`` is kept."""
+        if step >= self.until or len(judged) < 2 or len(losses) < 2:
+            return False
+        previous = judged[-2]
+        is_flat = abs(judged[-1] - previous) <= self.flat * max(1.0, abs(previous))
+        still_falling = losses[-1] < losses[-2] * (1 - self.falling)
+        return is_flat and still_falling
+
+
+def plateau_rule(cfg: DictConfig) -> PlateauRule | None:
+    """``pruner.plateau_share`` as a rule for a trial of this config (None: off)."""
+    share = cfg.pruner.get("plateau_share")
+    if share is None or cfg.pruner.get("name") == "none":
+        return None
+    return PlateauRule(until=int(float(share) * int(cfg.trainer.max_steps)))
+
+
+def check_plateau(cfg: DictConfig) -> None:
+    """Validates ``pruner.plateau_share`` (bad input: one line naming the key)."""
+    share = cfg.pruner.get("plateau_share")
+    if share is not None and (
+        isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1
+    ):
+        raise UserError("pruner.plateau_share", share, "give a share of trainer.max_steps in [0, 1], or null")
