@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.conftest import TINY
 from tuner.build import build_datamodule, build_model, plain
 from tuner.config import validate
 from tuner.errors import UserError
@@ -17,7 +18,7 @@ from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
 from tuner.training.module import evaluate
 from tuner.training.plateau import PlateauRule
-from tuner.training.probe import CooldownProbe, ProbeSettings
+from tuner.training.probe import PROBES_ATTR, CooldownProbe, ProbeSettings
 
 SHORT = [
     "trainer.max_steps=80",
@@ -129,3 +130,19 @@ def test_bad_probe_settings_name_the_key(compose_cfg, override, key):
     with pytest.raises(UserError) as err:
         validate(compose_cfg("probe=cooldown", override))
     assert err.value.key == key
+
+
+def test_a_study_with_probes_reports_best_lr_by_training_length(run_cli, tmp_path):
+    import optuna
+
+    name = "probed"
+    code, _, err = run_cli(
+        *TINY, "probe=cooldown", "probe.growth=1", "study.n_trials=3", "pruner=none", f"study.name={name}"
+    )
+    assert code == 0, err
+    journal = optuna.storages.journal.JournalFileBackend(str(tmp_path / "runs" / "optuna.journal"))
+    study = optuna.load_study(study_name=name, storage=optuna.storages.JournalStorage(journal))
+    probes = [t.user_attrs[PROBES_ATTR] for t in study.trials]
+    assert all(len(p) >= 1 for p in probes)
+    report = (tmp_path / "runs" / "studies" / name / "report.md").read_text()
+    assert "Best learning rate by training length" in report

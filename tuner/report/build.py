@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
 from tuner.report.analysis import LRRange, importances, robust_lr, sensitivity
+from tuner.report.budgets import best_by_length
 from tuner.report.document import Doc
 from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
@@ -71,6 +72,7 @@ def write_report(
     _summary(doc, data, cfg)
     _top_trials(doc, data, top)
     _recommendation(doc, data, basin, tolerance=tolerance, kind=kind)
+    _budgets(doc, data, cfg)
     _sensitivity(doc, data, found, note)
     _arms(doc, data)
     command = _reproduce(doc, data, cfg)
@@ -155,6 +157,22 @@ def _recommendation(doc: Doc, data: StudyData, basin: LRRange | None, *, toleran
             f"Within tolerance too but beyond a worse trial, outside the basin around the best: "
             f"{_trials(basin.excluded)}."
         )
+
+
+def _budgets(doc: Doc, data: StudyData, cfg: DictConfig) -> None:
+    rows = best_by_length(data, full_length=int(cfg.trainer.max_steps))
+    if len(rows) < 2:  # no probes: the full length alone is the top-trials table
+        return
+    doc.heading("Best learning rate by training length")
+    doc.para(
+        "From the cooldown probes (`probe=cooldown`): a branch at step s with c cooldown steps "
+        "is a whole run of s + c steps, so each trial is scored at several lengths; the last row "
+        "is the complete trials at full length."
+    )
+    doc.table(
+        ["training steps", "best trial", data.lr_param or "lr", data.metric, "trials scored"],
+        [[r.length, r.trial, _fmt(r.lr), _fmt(r.value), r.scored] for r in rows],
+    )
 
 
 def _trials(numbers: tuple[int, ...]) -> str:
