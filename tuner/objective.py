@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import traceback
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ class Outcome:
         metrics: Final test-split metrics (complete trials only).
         error: Formatted traceback of a failure.
         world_size: Processes the trial trained on (DDP ranks).
+        probes: ``(run_length, validation metrics)`` of each cooldown branch (``probe=cooldown``).
     """
 
     state: str
@@ -46,6 +48,9 @@ class Outcome:
     metrics: dict[str, float] = field(default_factory=dict)
     error: str | None = None
     world_size: int = 1
+    probes: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    #: Optimizer steps its cooldown branches took: training too, so a budget counts them.
+    probe_steps: int = 0
 
 
 def steps_per_call(cfg: DictConfig) -> int:
@@ -139,26 +144,35 @@ def run_trial(
         raise
     except Exception as exc:
         return _failed(exc, reporter.last_value, trainer.global_step)
-    steps = trainer.global_step
-    world = trainer.world_size
     if stopper.stopped:
-        raise KeyboardInterrupt(f"stopped at step {steps}")
+        raise KeyboardInterrupt(f"stopped at step {trainer.global_step}")
+    outcome = _ending(trainer, trace, reporter, module, datamodule)
+    if reporter.probe is None:
+        return outcome
+    results = reporter.probe.results
+    return dataclasses.replace(
+        outcome,
+        probes=[(r.run_length, r.metrics) for r in results],
+        probe_steps=sum(r.length for r in results),
+    )
+
+
+def _ending(
+    trainer: pl.Trainer,
+    trace: StepTrace,
+    reporter: PruningCallback,
+    module: pl.LightningModule,
+    datamodule: pl.LightningDataModule,
+) -> Outcome:
+    """How a trial that trained to its end (or was stopped by a guard or the pruner) ended."""
+    steps, world = trainer.global_step, trainer.world_size
     if trace.diverged:
         return Outcome(
-            "PRUNED",
-            reporter.last_value,
-            stop_reason(trace.diverged, steps),
-            steps,
-            world_size=world,
+            "PRUNED", reporter.last_value, stop_reason(trace.diverged, steps), steps, world_size=world
         )
     if reporter.pruned_at is not None:
-        return Outcome(
-            "PRUNED",
-            reporter.last_value,
-            f"pruned at step {reporter.pruned_at} by the pruner",
-            steps,
-            world_size=world,
-        )
+        reason = f"pruned at step {reporter.pruned_at} by the pruner"
+        return Outcome("PRUNED", reporter.last_value, reason, steps, world_size=world)
     value = reporter.last_value
     if value is None or not math.isfinite(value):
         return Outcome("FAIL", value, "no finite validation value", steps, world_size=world)

@@ -347,6 +347,8 @@ def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: st
             return  # an earlier attempt was stored, only its answer was lost
         raise TrialLost(trial.number)
     attrs: dict[str, Any] = {"steps": outcome.steps, **outcome.metrics}
+    if outcome.probe_steps:
+        attrs["probe_steps"] = outcome.probe_steps
     if outcome.world_size > 1:
         attrs["world_size"] = outcome.world_size
     if outcome.reason:
