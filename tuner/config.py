@@ -19,6 +19,7 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.widen import check_widen
 
 MODES = ("tune", "find", "schedule", "report")
 
@@ -89,6 +90,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_space(cfg, specs)
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
+    check_widen(cfg)
     return specs
 
 

@@ -39,6 +39,7 @@ from tuner.session import tracking_uri as tracking_uri  # its old home, for exis
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.tracking import Tracker, TrialRun
+from tuner.widen import widen_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Seconds between looks at the study while the last trials run in other workers.
@@ -101,6 +102,7 @@ def tune(
     grace = cfg.storage.get("grace_period")
     try:
         specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
+        searched = specs  # before any widening: search.widen_max_decades counts from these
         # A stop signal ends the study at the next safe point (see tuner.stopping).
         with stopping.graceful_stop():
             while True:
@@ -137,6 +139,8 @@ def tune(
                     time.sleep(min(poll, WAIT_POLL))
                     continue
                 waiting = False
+                # Re-read each time: another worker may have widened the range meanwhile.
+                specs = guard("widening the search", lambda: widen_step(cfg, study, searched))
                 if step_population is not None and size > 1 and total - begun > 1:
                     outcomes = step_population(
                         cfg,

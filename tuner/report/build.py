@@ -25,6 +25,7 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.widen import history, short
 
 
 @dataclass
@@ -96,6 +97,7 @@ def _summary(doc: Doc, data: StudyData, cfg: DictConfig) -> None:
     running = counts.get("running", 0)
     if running:
         doc.para(f"The study is still running ({running} trial(s) in progress): this is a snapshot.")
+    _widenings(doc, data)
     if data.parent_run_id:
         doc.para(f"MLflow: experiment `{data.name}`, parent run `{data.parent_run_id}`.")
 
@@ -148,12 +150,38 @@ def _recommendation(doc: Doc, data: StudyData, basin: LRRange | None, *, toleran
         f"The best trial's {basin.param} is {basin.best_lr:.3g}; the centre keeps the most distance from "
         "both edges, where the value starts to drop."
     )
+    _at_edge(doc, basin)
     if len(basin.members) == 1:
         doc.para("Only one trial is within tolerance, so the range is a single point: run more trials.")
     if basin.excluded:
         doc.para(
             f"Within tolerance too but beyond a worse trial, outside the basin around the best: "
             f"{_trials(basin.excluded)}."
+        )
+
+
+def _at_edge(doc: Doc, basin: LRRange) -> None:
+    """Warns that the optimum is not bracketed when the basin reaches an end of the search."""
+    if not basin.edges or basin.searched is None:
+        return
+    low, high = basin.searched
+    for side in basin.edges:
+        past, key = ("above", "high") if side == "upper" else ("below", "low")
+        doc.para(
+            f"**At the edge of the search**: the robust range reaches the {side} end of the searched "
+            f"{basin.param} range [{short(low)}, {short(high)}], so the best {basin.param} may lie {past} "
+            f"it and {basin.recommended:.3g} is not bracketed. Move `search.params.{basin.param}.{key}` "
+            f"{past} {short(high if side == 'upper' else low)} (or raise `search.widen_max_decades`) "
+            "and run more trials."
+        )
+
+
+def _widenings(doc: Doc, data: StudyData) -> None:
+    """The ranges ``search.widen`` grew during the study, in order."""
+    for name, step in history(data.study):
+        doc.para(
+            f"search: {name} range widened to [{short(step['low'])}, {short(step['high'])}] after "
+            f"{step['after']} complete trials (best trials at the {step['side']} edge)."
         )
 
 
