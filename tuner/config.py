@@ -19,6 +19,7 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.ties import check_tie_break
 from tuner.widen import check_widen
 
 MODES = ("tune", "find", "schedule", "report")
@@ -91,6 +92,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
     check_widen(cfg)
+    check_tie_break(cfg)
     return specs
 
 

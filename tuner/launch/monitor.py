@@ -19,6 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
 from tuner.session import end_lost_run
 from tuner.study import best_trials, count_finished
+from tuner.ties import raw_value
 from tuner.tracking import Tracker
 
 
@@ -86,13 +87,13 @@ class StudyMonitor:
             why = trial.user_attrs.get("reason") or "its worker stopped (no heartbeat)"
             what = f"trial {trial.number} FAIL{who} [{why}; re-queued]"
         else:
-            value = "-" if trial.value is None else _fmt(trial.value)
+            value = "-" if trial.value is None else _fmt(raw_value(trial))
             reason = trial.user_attrs.get("reason")
             what = f"trial {trial.number} {trial.state.name} value={value}{who}" + (
                 f" [{reason}]" if reason else ""
             )
         best = best_trials(self.study, top=1)
-        best_text = f"{_fmt(best[0].value)} (trial {best[0].number})" if best else "none yet"
+        best_text = f"{_fmt(raw_value(best[0]))} (trial {best[0].number})" if best else "none yet"
         elapsed = time.monotonic() - self._started
         new = max(done - self._done_at_start, 0)
         left = elapsed / new * max(self.total - done, 0) if new else 0.0

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import optuna
 
 from tuner.report.gather import StudyData
+from tuner.ties import raw_value
 from tuner.widen import EDGE_SHARE
 
 
@@ -69,12 +70,12 @@ def robust_lr(data: StudyData, *, tolerance: float, kind: str) -> LRRange | None
     best = data.complete[0]
     if param not in best.params:
         return None
-    limit = threshold(float(best.value or 0.0), tolerance=tolerance, kind=kind, maximize=data.maximize)
+    limit = threshold(float(raw_value(best) or 0.0), tolerance=tolerance, kind=kind, maximize=data.maximize)
 
     def good(trial: optuna.trial.FrozenTrial) -> bool:
-        if trial.state != optuna.trial.TrialState.COMPLETE or trial.value is None:
+        value = raw_value(trial)
+        if trial.state != optuna.trial.TrialState.COMPLETE or value is None:
             return False
-        value = float(trial.value)
         return math.isfinite(value) and (value >= limit if data.maximize else value <= limit)
 
     points = sorted(
@@ -186,7 +187,7 @@ def sensitivity(data: StudyData, *, bins: int = 4) -> dict[str, list[Bucket]]:
         trials = [t for t in data.complete if name in t.params]
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             for t in trials:
-                groups[str(t.params[name])].append(float(t.value or 0.0))
+                groups[str(t.params[name])].append(float(raw_value(t) or 0.0))
             order = [str(c) for c in dist.choices if str(c) in groups]
         else:
             log = bool(getattr(dist, "log", False))
@@ -203,7 +204,7 @@ def sensitivity(data: StudyData, *, bins: int = 4) -> dict[str, list[Bucket]]:
             labels = [f"{edge(i):.3g}–{edge(i + 1):.3g}" for i in range(bins)]
             for t, v in zip(trials, values, strict=True):
                 index = min(int((scale(v) - scale(lo)) / span * bins), bins - 1)
-                groups[labels[index]].append(float(t.value or 0.0))
+                groups[labels[index]].append(float(raw_value(t) or 0.0))
             order = [label for label in labels if label in groups]
         pick = max if data.maximize else min
         out[name] = [

@@ -25,6 +25,7 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.ties import plateau, raw_value
 from tuner.widen import history, short
 
 
@@ -98,6 +99,9 @@ def _summary(doc: Doc, data: StudyData, cfg: DictConfig) -> None:
     if running:
         doc.para(f"The study is still running ({running} trial(s) in progress): this is a snapshot.")
     _widenings(doc, data)
+    sat = plateau(data.complete, data.metric)
+    if sat:
+        doc.para(f"{sat}.")
     if data.parent_run_id:
         doc.para(f"MLflow: experiment `{data.name}`, parent run `{data.parent_run_id}`.")
 
@@ -119,7 +123,7 @@ def _top_trials(doc: Doc, data: StudyData, top: int) -> None:
                 rank,
                 t.number,
                 *[_fmt(t.params.get(k)) for k in keys],
-                _fmt(t.value),
+                _fmt(raw_value(t)),
                 _fmt(t.user_attrs.get("test_acc")),
                 _fmt(t.user_attrs.get("steps")),
                 f"`{run.info.run_id}`" if run else "-",
@@ -216,7 +220,7 @@ def _arms(doc: Doc, data: StudyData) -> None:
             [
                 "tuned (best trial)",
                 f"trial {best.number}",
-                _fmt(best.value),
+                _fmt(raw_value(best)),
                 _fmt(best.user_attrs.get("test_acc")),
             ]
         )
