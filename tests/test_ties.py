@@ -70,7 +70,8 @@ def _complete(values):
 def test_a_plateau_is_said_only_when_many_trials_tie():
     line = plateau(_complete([0.113] * 6 + [0.5, 0.6]), "val_acc")
     assert line == "plateau: 6 of 8 complete trials tie at val_acc 0.1130; ties broken by val_loss"
-    assert plateau(_complete([0.113, 0.113, 0.5, 0.6, 0.7]), "val_acc") is None  # two are no plateau
+    assert plateau(_complete([0.113] * 3 + [0.5, 0.6, 0.7]), "val_acc") is None  # three are no plateau
+    assert plateau(_complete([0.113] * 4 + [0.5 + i / 100 for i in range(9)]), "val_acc") is None
     assert (
         plateau(_complete([0.1, 0.2, 0.3] + [0.4] * 3 + [0.5 + i / 100 for i in range(10)]), "val_acc")
         is None

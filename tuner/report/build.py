@@ -175,8 +175,8 @@ def _at_edge(doc: Doc, basin: LRRange) -> None:
             f"**At the edge of the search**: the robust range reaches the {side} end of the searched "
             f"{basin.param} range [{short(low)}, {short(high)}], so the best {basin.param} may lie {past} "
             f"it and {basin.recommended:.3g} is not bracketed. Move `search.params.{basin.param}.{key}` "
-            f"{past} {short(high if side == 'upper' else low)} (or raise `search.widen_max_decades`) "
-            "and run more trials."
+            f"{past} {short(high if side == 'upper' else low)} and run more trials (`search.widen=true` "
+            "moves it by itself, up to `search.widen_max_decades`)."
         )
 
 
