@@ -158,3 +158,39 @@ def _journal(tmp_path: Path):
 def test_short_bounds_read_as_people_write_them():
     assert [short(x) for x in (1e-4, 0.03, 3.0, 2.5e-5)] == ["1e-4", "0.03", "3", "2.5e-5"]
     assert math.isclose(float(short(0.1)), 0.1)
+
+
+def test_workers_draw_from_bounds_another_process_widened(tmp_path: Path, run_cli):
+    args = (*TINY, "model=mlp", "search=lr", "search.params.lr.high=0.01", "pruner=none", "study.name=shared")
+    assert run_cli(*args, "study.n_trials=1")[0] == 0
+    study = optuna.load_study(study_name="shared", storage=_journal(tmp_path))
+    step = {"after": 1, "side": "upper", "low": 1e-5, "high": 0.1}
+    study.set_user_attr(
+        WIDEN_ATTR, {"lr": {"start": [1e-5, 0.01], "history": [step], "low": 1e-5, "high": 0.1}}
+    )
+    code, out, _ = run_cli(*args, "study.n_trials=3", "launcher=local", "launcher.workers=2")
+    assert code == 0, out
+    trials = optuna.load_study(study_name="shared", storage=_journal(tmp_path)).trials
+    assert [t.distributions["lr"].high for t in trials] == pytest.approx([0.01, 0.1, 0.1])
+
+
+def test_the_launcher_says_when_a_worker_widened_the_range():
+    from io import StringIO
+
+    from tuner.launch.monitor import StudyMonitor
+
+    study = _study([1e-3], [0.5])
+    stream = StringIO()
+    monitor = StudyMonitor(study, total=4, tracker=None, grace=10, stream=stream)  # type: ignore[arg-type]
+    monitor.poll()
+    assert "widened" not in stream.getvalue()
+    step = {"after": 4, "side": "upper", "low": 1e-4, "high": 0.1}
+    study.set_user_attr(
+        WIDEN_ATTR, {"lr": {"start": [1e-4, 0.01], "history": [step], "low": 1e-4, "high": 0.1}}
+    )
+    monitor.poll()
+    monitor.poll()
+    assert (
+        stream.getvalue().count("search: lr range widened to [1e-4, 0.1] (best trials at the upper edge)")
+        == 1
+    )

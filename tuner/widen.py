@@ -16,7 +16,7 @@ and still learns from the trials drawn in the old one.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -182,13 +182,18 @@ def widen_step(
         }
         record[spec.name] = entry
         changed = True
-        echo(
-            f"search: {spec.name} range widened to [{short(bounds[0])}, {short(bounds[1])}] "
-            f"(best trials at the {side} edge)"
-        )
+        echo(widened_line(spec.name, entry["history"][-1]))
     if changed:
         study.set_user_attr(WIDEN_ATTR, record)
     return current_space(study, specs) if changed else current
+
+
+def widened_line(name: str, step: Mapping[str, Any]) -> str:
+    """The console's line for one widening."""
+    return (
+        f"search: {name} range widened to [{short(step['low'])}, {short(step['high'])}] "
+        f"(best trials at the {step['side']} edge)"
+    )
 
 
 def history(study: optuna.Study) -> list[tuple[str, dict[str, Any]]]:

@@ -21,6 +21,7 @@ from tuner.session import end_lost_run
 from tuner.study import best_trials, count_finished
 from tuner.ties import raw_value
 from tuner.tracking import Tracker
+from tuner.widen import history, widened_line
 
 
 def _fmt(value: object) -> str:
@@ -56,6 +57,7 @@ class StudyMonitor:
         self._done_at_start = count_finished(study)
         self._shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         self._states: Counter[str] = Counter()
+        self._widenings = len(history(study))
 
     def poll(self) -> int:
         """Reaps lost trials, prints the trials that ended since the last call; trials done."""
@@ -78,7 +80,16 @@ class StudyMonitor:
             self._states["REQUEUED" if lost else trial.state.name] += 1
             if not self.quiet:
                 self._line(trial, lost=lost, done=counted, running=running)
+        self._new_widenings()
         return done
+
+    def _new_widenings(self) -> None:
+        """Says when a worker widened the search (``search.widen``), as a lone study would."""
+        steps = history(self.study)
+        for name, step in steps[self._widenings :]:
+            if not self.quiet:
+                print(widened_line(name, step), file=self.stream, flush=True)
+        self._widenings = len(steps)
 
     def _line(self, trial: FrozenTrial, *, lost: bool, done: int, running: int) -> None:
         worker = trial.user_attrs.get("worker") or {}
