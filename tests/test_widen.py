@@ -7,27 +7,26 @@ from pathlib import Path
 
 import optuna
 import pytest
-from omegaconf import OmegaConf
 
 from tests.conftest import TINY
+from tuner.cli import compose
+from tuner.config import validate
 from tuner.finder.narrow import FINDER_ATTR
 from tuner.report.analysis import robust_lr
 from tuner.report.build import _at_edge
 from tuner.report.document import Doc
 from tuner.report.gather import StudyData
 from tuner.space import ParamSpec
-from tuner.widen import WIDEN_ATTR, WideningTPE, edge, short, stored_bounds, widen_step
+from tuner.widen import WIDEN_ATTR, WideningGP, WideningTPE, edge, short, stored_bounds, widen_step
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 LR = ParamSpec("lr", "optimizer.lr", "float", 1e-4, 1e-2, log=True)
 
 
 def _cfg(**search):
-    return OmegaConf.create(
-        {
-            "sampler": {"name": "tpe"},
-            "search": {"widen": True, "widen_max_decades": 2, "widen_after": 4, **search},
-        }
+    """The real config tree (search=lr), with ``search.<key>=<value>`` overrides."""
+    return compose(
+        ["search=lr", *(f"search.{k}={'null' if v is None else v}".lower() for k, v in search.items())]
     )
 
 
@@ -87,11 +86,19 @@ def test_widening_stops_at_the_divergence_point_and_at_max_decades():
     )
 
 
-@pytest.mark.parametrize("group", [True, False])
-def test_tpe_samples_the_widened_range_and_learns_from_the_old_trials(group):
-    """Optuna's joint TPE alone keeps the first range (group) or drops the parameter."""
+SAMPLERS = {
+    "tpe-group": lambda: WideningTPE(seed=0, n_startup_trials=5, multivariate=True, group=True),
+    "tpe-joint": lambda: WideningTPE(seed=0, n_startup_trials=5, multivariate=True),
+    "tpe-independent": lambda: WideningTPE(seed=0, n_startup_trials=5),
+    "gp": lambda: WideningGP(seed=0, n_startup_trials=5),
+}
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
+def test_the_sampler_draws_from_the_widened_range_and_learns_from_the_old_trials(sampler):
+    """Optuna's joint models alone keep the first range (TPE, group) or drop the parameter."""
     study = _study([10 ** (-4 + 2 * i / 11) for i in range(12)], [i / 12 for i in range(12)])
-    study.sampler = WideningTPE(seed=0, n_startup_trials=5, multivariate=True, group=group)
+    study.sampler = SAMPLERS[sampler]()
     study.set_user_attr(WIDEN_ATTR, {"lr": {"start": [1e-4, 1e-2], "low": 1e-4, "high": 1.0, "history": []}})
     drawn = []
     for _ in range(12):
@@ -194,3 +201,21 @@ def test_the_launcher_says_when_a_worker_widened_the_range():
         stream.getvalue().count("search: lr range widened to [1e-4, 0.1] (best trials at the upper edge)")
         == 1
     )
+
+
+def test_a_bound_past_the_parameters_domain_is_not_taken():
+    """decay_to is a multiplier in (0, 1]: its range 1e-3..0.3 may not grow to 3."""
+    cfg = compose(["search=lr_decay"])
+    specs = validate(cfg)
+    study = optuna.create_study(direction="maximize")
+    dists = {
+        "lr": optuna.distributions.FloatDistribution(1e-5, 1.0, log=True),
+        "decay": optuna.distributions.CategoricalDistribution(["constant", "exponential"]),
+        "decay_to": optuna.distributions.FloatDistribution(1e-3, 0.3, log=True),
+    }
+    for decay_to, value in [(0.29, 0.9), (0.28, 0.91), (0.01, 0.5), (0.02, 0.4)]:
+        params = {"lr": 1e-3, "decay": "exponential", "decay_to": decay_to}
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=value))
+    lines: list[str] = []
+    widened = {s.name: s for s in widen_step(cfg, study, specs, echo=lines.append)}
+    assert widened["decay_to"].high == 0.3 and not lines

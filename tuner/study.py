@@ -54,7 +54,9 @@ def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.sampler
         if name == "random":
             return optuna.samplers.RandomSampler(**kwargs)
         if name == "gp":
-            return optuna.samplers.GPSampler(**kwargs)
+            from tuner.widen import WideningGP
+
+            return WideningGP(**kwargs)
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(**kwargs)
         if name == "qmc":

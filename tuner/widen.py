@@ -7,10 +7,10 @@ end moves one decade outwards; ``search.widen_max_decades`` caps the total, and 
 test's divergence point (``search.from_finder``) caps the LR's upper end.
 
 The bounds live in the study's user attributes (``tuner.widen``), so a resumed study and
-every worker sharing the storage suggest from the same range. Optuna's TPE keeps the
-first distribution it saw for a parameter in its joint model (``multivariate``,
-``group``): :class:`WideningTPE` hands it the widened one, so it samples the new range
-and still learns from the trials drawn in the old one.
+every worker sharing the storage suggest from the same range. Optuna's joint models
+(TPE, GP) keep the first distribution they saw for a parameter, or drop one whose
+distribution changed: :class:`WideningTPE` and :class:`WideningGP` hand them the widened
+one, so they sample the new range and still learn from the trials drawn in the old one.
 """
 
 from __future__ import annotations
@@ -130,6 +130,22 @@ def _widened(
     return (low, high * 10**step) if side == "upper" else (low / 10**step, high)
 
 
+def _trains(cfg: DictConfig, specs: Sequence[ParamSpec], spec: ParamSpec, bound: float) -> bool:
+    """Whether a trial at the new bound passes the trial check (an optimizer or schedule
+    key past its domain, e.g. a decay_to above 1, would fail every such trial)."""
+    from tuner.config import check_trial  # tuner.config checks search.widen with this module
+    from tuner.space import apply
+
+    # A conditional parameter is checked on a trial where it is drawn: its parents set.
+    names = {s.name for s in specs}
+    values = {parent: allowed[0] for parent, allowed in spec.when.items() if parent in names}
+    try:
+        check_trial(apply(cfg, specs, {**values, spec.name: bound}))
+    except UserError:
+        return False
+    return True
+
+
 def short(x: float) -> str:
     """A bound as people write it: 1e-4, 0.03, 3."""
     if 1e-3 <= abs(x) < 1e4:
@@ -169,7 +185,7 @@ def widen_step(
             max_decades=float(cfg.search.get("widen_max_decades", 2)),
             ceiling=finder_ceiling(cfg, study, spec.name),
         )
-        if bounds is None:
+        if bounds is None or not _trains(cfg, current, spec, bounds[1] if side == "upper" else bounds[0]):
             continue
         entry = {
             **entry,
@@ -210,30 +226,40 @@ def _with_bounds(space: dict[str, BaseDistribution], bounds: dict[str, tuple[flo
             space[name] = FloatDistribution(*bounds[name], log=dist.log)
 
 
-class WideningTPE(optuna.samplers.TPESampler):
-    """Optuna's TPE, told of the bounds ``search.widen`` stored with the study.
+class _WidenedSpace:
+    """Hands a sampler's joint model the bounds ``search.widen`` stored with the study.
 
-    Its joint model (``multivariate=True``) keeps, per parameter, the distribution of the
-    first trial that had it (``group=True``), or drops a parameter whose distribution
-    changed (``group=False``): after a widening it would sample only the old range, or
-    only at random. Here every trial's parameter is read on the widened distribution:
-    the old trials' values lie inside it, so the model still learns from them.
+    Optuna's joint models drop a parameter whose distribution changed between trials
+    (the intersection search space of TPE with ``group=False`` and of GP), or keep the
+    distribution of the first trial that had it (TPE with ``group=True``): after a
+    widening they would sample it only at random, or only in the old range. Here every
+    trial's value is read on the widened distribution: the old trials' values lie inside
+    it, so the model still learns from them.
     """
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: optuna.trial.FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        space = super().infer_relative_search_space(study, trial)
+        space: dict[str, BaseDistribution] = super().infer_relative_search_space(study, trial)  # type: ignore[misc]
         bounds = stored_bounds(study)
         if not bounds:
             return space
-        if self._search_space_group is not None:  # group=True samples from these sub-spaces
-            for sub in self._search_space_group.search_spaces:
+        group = getattr(self, "_search_space_group", None)
+        if group is not None:  # TPE with group=True samples from these sub-spaces
+            for sub in group.search_spaces:
                 _with_bounds(sub, bounds)
         else:
             _restore_dropped(space, study, bounds)
         _with_bounds(space, bounds)
         return space
+
+
+class WideningTPE(_WidenedSpace, optuna.samplers.TPESampler):
+    """Optuna's TPE, drawing from the widened ranges (:class:`_WidenedSpace`)."""
+
+
+class WideningGP(_WidenedSpace, optuna.samplers.GPSampler):
+    """Optuna's GP sampler, drawing from the widened ranges (:class:`_WidenedSpace`)."""
 
 
 def _restore_dropped(
