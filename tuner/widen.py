@@ -105,7 +105,7 @@ def top_values(study: optuna.Study, name: str) -> list[float]:
     return [float(t.params[name]) for t in complete[: max(3, len(complete) // 4)]]
 
 
-def finder_ceiling(cfg: DictConfig, study: optuna.Study, name: str) -> float:
+def finder_ceiling(study: optuna.Study, name: str) -> float:
     """The range test's divergence point for its parameter; inf where none ran or none diverged."""
     from tuner.finder.narrow import FINDER_ATTR
 
@@ -183,7 +183,7 @@ def widen_step(
             side,
             start=(float(entry["start"][0]), float(entry["start"][1])),
             max_decades=float(cfg.search.get("widen_max_decades", 2)),
-            ceiling=finder_ceiling(cfg, study, spec.name),
+            ceiling=finder_ceiling(study, spec.name),
         )
         if bounds is None or not _trains(cfg, current, spec, bounds[1] if side == "upper" else bounds[0]):
             continue
