@@ -30,6 +30,7 @@ from tuner.families import option_values
 from tuner.optimizers import LR_FREE, build_optimizer
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished
+from tuner.ties import raw_value
 
 if TYPE_CHECKING:
     from tuner.progress import StudyProgress
@@ -156,7 +157,7 @@ def comparison_rows(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.S
     tuned_value = None
     if best:
         trial_cfg = apply(cfg, specs, best[0].params)
-        tuned_value = float(best[0].value or 0.0)
+        tuned_value = float(raw_value(best[0]) or 0.0)
         rows.append(
             {
                 "run": f"tuned (best of trial {best[0].number})",

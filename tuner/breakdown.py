@@ -15,6 +15,7 @@ import optuna
 from rich.table import Table
 
 from tuner.space import ParamSpec
+from tuner.ties import raw_value
 
 if TYPE_CHECKING:
     from tuner.tracking import Tracker
@@ -50,7 +51,7 @@ def choice_rows(study: optuna.Study, specs: Sequence[ParamSpec]) -> dict[str, li
             row: dict[str, Any] = {"choice": choice}
             for state, label in _STATES.items():
                 row[label] = sum(1 for t in mine if t.state.name == state)
-            row["best_value"] = None if best is None else float(best.value or 0.0)
+            row["best_value"] = None if best is None else float(raw_value(best) or 0.0)
             row["best_trial"] = None if best is None else best.number
             row["test_acc"] = None if best is None else best.user_attrs.get("test_acc")
             rows.append(row)

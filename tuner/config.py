@@ -19,9 +19,11 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.ties import check_tie_break
 from tuner.training.guards import check_guards
 from tuner.training.plateau import check_plateau
 from tuner.training.probe import check_probe
+from tuner.widen import check_widen
 
 MODES = ("tune", "find", "schedule", "report")
 
@@ -95,6 +97,8 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_space(cfg, specs)
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
+    check_widen(cfg)
+    check_tie_break(cfg)
     return specs
 
 

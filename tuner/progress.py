@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.study import best_trials
+from tuner.ties import raw_value
 
 #: State names in the order they are shown, with the colour of each in live mode.
 _STATES = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}
@@ -108,7 +109,7 @@ class StudyProgress:
         self._running = None
         best = best_trials(study, top=1)
         if best:
-            self._best = (float(best[0].value or 0.0), best[0].number, best[0].params.get("lr"))
+            self._best = (float(raw_value(best[0]) or 0.0), best[0].number, best[0].params.get("lr"))
         if self.quiet:
             return
         value = "-" if outcome.value is None else _fmt(outcome.value)
@@ -222,7 +223,7 @@ def best_table(study: optuna.Study, *, top: int, metric: str) -> Table:
         table.add_row(
             str(trial.number),
             *[_fmt(trial.params.get(k, "-")) for k in keys],
-            _fmt(trial.value),
+            _fmt(raw_value(trial)),
             "-" if test is None else _fmt(float(test)),
             trial.state.name,
         )

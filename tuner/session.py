@@ -22,6 +22,7 @@ from tuner.resilience import StorageGuard
 from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished, open_study
+from tuner.ties import raw_value
 from tuner.tracking import Tracker, TrialRun, local_uri
 
 
@@ -167,7 +168,7 @@ def finish(
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
     best_yaml = None
     if best:
-        summary["best_value"] = float(best[0].value or 0.0)
+        summary["best_value"] = float(raw_value(best[0]) or 0.0)
         summary["best_trial"] = best[0].number
         summary["best_params"] = best[0].params
         for key, value in best[0].params.items():

@@ -48,11 +48,15 @@ def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.sampler
     name, kwargs = str(cfg.sampler.name), _kwargs(cfg.sampler, "grid_points")
     try:
         if name == "tpe":
-            return optuna.samplers.TPESampler(**kwargs)
+            from tuner.widen import WideningTPE  # it reads the study's widened bounds
+
+            return WideningTPE(**kwargs)
         if name == "random":
             return optuna.samplers.RandomSampler(**kwargs)
         if name == "gp":
-            return optuna.samplers.GPSampler(**kwargs)
+            from tuner.widen import WideningGP
+
+            return WideningGP(**kwargs)
         if name == "cmaes":
             return optuna.samplers.CmaEsSampler(**kwargs)
         if name == "qmc":

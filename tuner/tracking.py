@@ -325,6 +325,8 @@ class TrialRun:
         self._lr_steps: list[int] = []
         self._lrs: list[float] = []
         self._thinner = StepThinner(tracker.log_every)
+        #: The last value logged of each metric (the study's tie-break reads its last val_loss).
+        self.last_metrics: dict[str, float] = {}
 
     @property
     def mlflow_id(self) -> str | None:
@@ -347,6 +349,7 @@ class TrialRun:
             self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
+        self.last_metrics.update(metrics)
         self.tracker.log_metrics(self.run_id, step, metrics)
 
     def log_text(self, text: str, artifact_file: str) -> None:

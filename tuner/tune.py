@@ -38,7 +38,9 @@ from tuner.session import end_lost_run, finish, open_tracked, storage_label, und
 from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
+from tuner.ties import told_value
 from tuner.tracking import Tracker, TrialRun
+from tuner.widen import widen_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Seconds between looks at the study while the last trials run in other workers.
@@ -101,6 +103,7 @@ def tune(
     grace = cfg.storage.get("grace_period")
     try:
         specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
+        searched = specs  # before any widening: search.widen_max_decades counts from these
         # A stop signal ends the study at the next safe point (see tuner.stopping).
         with stopping.graceful_stop():
             while True:
@@ -137,6 +140,8 @@ def tune(
                     time.sleep(min(poll, WAIT_POLL))
                     continue
                 waiting = False
+                # Re-read each time: another worker may have widened the range meanwhile.
+                specs = guard("widening the search", lambda: widen_step(cfg, study, searched))
                 if step_population is not None and size > 1 and total - begun > 1:
                     outcomes = step_population(
                         cfg,
@@ -326,7 +331,12 @@ def record_outcome(
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
     try:
-        guard("saving a trial's result", lambda: _save(study, trial, outcome, run.mlflow_id))
+        guard(
+            "saving a trial's result",
+            lambda: _save(
+                study, trial, outcome, run.mlflow_id, told_value(trial_cfg, outcome.value, run.last_metrics)
+            ),
+        )
     except StudyStopped:
         run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
         raise
@@ -339,8 +349,17 @@ def record_outcome(
     guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
 
 
-def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: str | None) -> None:
-    """Stores a trial's result; safe to repeat after a storage error."""
+def _save(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    outcome: Outcome,
+    run_id: str | None,
+    told: tuple[float | None, dict[str, Any]],
+) -> None:
+    """Stores a trial's result; safe to repeat after a storage error.
+
+    ``told``: the value for Optuna and the attributes keeping the measured one (``tuner.ties``).
+    """
     stored = study._storage.get_trial(trial._trial_id).state
     if stored.is_finished():
         if stored == _STATES[outcome.state]:
@@ -355,11 +374,13 @@ def _save(study: optuna.Study, trial: optuna.Trial, outcome: Outcome, run_id: st
         attrs["reason"] = outcome.reason
     if run_id is not None:
         attrs["mlflow_run_id"] = run_id
+    if outcome.state == "COMPLETE":
+        attrs.update(told[1])
     try:
         for key, value in attrs.items():
             trial.set_user_attr(key, value)
         if outcome.state == "COMPLETE":
-            study.tell(trial, outcome.value)
+            study.tell(trial, told[0])
         else:
             study.tell(trial, state=_STATES[outcome.state])
     except (UpdateFinishedTrialError, ValueError):

@@ -9,6 +9,7 @@ without repeating the range test.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -38,6 +39,50 @@ def narrow_bounds(low: float, high: float, suggestion: float, factor: float) -> 
     return centre / factor, centre * factor
 
 
+def bracket(
+    low: float, high: float, suggestion: float, factor: float, divergence: float | None
+) -> tuple[float, float]:
+    """The searched range: ``[suggestion / factor, divergence]`` where the test diverged.
+
+    The divergence point is where a constant LR stops training at all, so it is the
+    bracket's natural upper end (the best constant LR of plain SGD often sits at a third
+    to a half of it, above ``suggestion * factor`` on some tasks). Without one, or with one
+    outside ``[low, high]``, it is :func:`narrow_bounds`.
+    """
+    if divergence is None or not low < divergence:
+        return narrow_bounds(low, high, suggestion, factor)
+    top = min(high, divergence)
+    # A suggestion at or past the divergence point still leaves a window below it.
+    return max(low, min(suggestion, top) / factor), top
+
+
+def first_lrs(
+    suggestion: float, divergence: float | None, low: float, high: float, count: int
+) -> list[float]:
+    """The LRs of the first trials (``search.finder_enqueue``), most trusted first.
+
+    The suggestion itself; a third of the divergence point, where plain SGD's best constant
+    LR often sits; then a factor sqrt(3) (a quarter decade) above the suggestion, since the
+    rules that mark an early, steep fall read 0.5 to 0.6 decades low on some tasks, and as
+    much below it. Each is kept inside ``[low, high]``; one within a tenth of a decade of
+    an earlier one would repeat it and is left out.
+    """
+    candidates = [
+        suggestion,
+        divergence / 3 if divergence else None,
+        suggestion * 3**0.5,
+        suggestion / 3**0.5,
+    ]
+    chosen: list[float] = []
+    for lr in candidates:
+        if lr is None:
+            continue
+        lr = min(max(lr, low), high)
+        if all(abs(math.log10(lr / c)) >= 0.1 for c in chosen):
+            chosen.append(lr)
+    return chosen[:count]
+
+
 def narrow_from_finder(
     cfg: DictConfig,
     specs: Sequence[ParamSpec],
@@ -64,8 +109,12 @@ def narrow_from_finder(
 
         with ddp.ranks(cfg, role="find"):
             result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)
-        low, high = narrow_bounds(
-            float(spec.low or 0), float(spec.high or 0), result.suggestion, float(cfg.search.finder_factor)
+        low, high = bracket(
+            float(spec.low or 0),
+            float(spec.high or 0),
+            result.suggestion,
+            float(cfg.search.finder_factor),
+            result.divergence,
         )
         record = {
             "param": name,
@@ -75,7 +124,11 @@ def narrow_from_finder(
             "factor": float(cfg.search.finder_factor),
             "result": result.to_dict(),
         }
+        # Enqueued once, with the range test: a resumed study finds them done or waiting.
+        record["enqueued"] = _enqueue(cfg, study, name, result.suggestion, result.divergence, (low, high))
         study.set_user_attr(FINDER_ATTR, record)
+        if record["enqueued"]:
+            echo(f"finder: first trials at {name} " + ", ".join(f"{lr:.3g}" for lr in record["enqueued"]))
     else:
         echo(f"finder: reusing the range test stored with study {study.study_name} (not run again)")
         if record["result"]["settings"] != plain(cfg.finder):
@@ -88,12 +141,35 @@ def narrow_from_finder(
         study.sampler = build_sampler(cfg, narrowed)
     _record(tracker, parent, record)
     result = record["result"]
+    diverged = f", diverged at {result['divergence']:.3g}" if result.get("divergence") else ""
     echo(
         f"finder: lr {result['suggestion']:.3g} (spread x{result['spread']:.2f} over "
-        f"{len(result['per_seed'])} seeds) -> search.params.{name} in [{record['low']:.3g}, "
+        f"{len(result['per_seed'])} seeds{diverged}) -> search.params.{name} in [{record['low']:.3g}, "
         f"{record['high']:.3g}] (configured [{spec.low:g}, {spec.high:g}])"
     )
     return narrowed
+
+
+def _enqueue(
+    cfg: DictConfig,
+    study: optuna.Study,
+    name: str,
+    suggestion: float,
+    divergence: float | None,
+    bounds: tuple[float, float],
+) -> list[float]:
+    """Queues the first trials at the range test's LRs (:func:`first_lrs`); their LRs.
+
+    A grid's points are fixed, so nothing is queued for ``sampler=grid``.
+    """
+    # No more than the study runs: a queued trial left over would wait in the storage.
+    count = min(int(cfg.search.get("finder_enqueue", 3)), int(cfg.study.n_trials))
+    if count <= 0 or cfg.sampler.name == "grid":
+        return []
+    lrs = first_lrs(suggestion, divergence, *bounds, count)
+    for lr in lrs:
+        study.enqueue_trial({name: lr}, user_attrs={"enqueued": "finder"}, skip_if_exists=True)
+    return lrs
 
 
 def _record(tracker: Tracker, parent: str, record: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -41,6 +42,8 @@ class FinderResult:
         settings: The ``finder`` config it ran with.
         png: The plot, written by rank 0.
         run_id: The MLflow run (tag ``tuner.role=finder``).
+        divergence: The LR at which the loss diverged, median over seeds (a seed that
+            reached ``finder.end_lr`` counts as beyond it); None if the median seed did not.
     """
 
     suggestion: float
@@ -51,6 +54,7 @@ class FinderResult:
     settings: dict[str, Any]
     png: str | None = None
     run_id: str | None = None
+    divergence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -179,6 +183,7 @@ def _combine(curves: list[Curve], marks: list[Marks], settings: dict[str, Any]) 
             "combined": mark.combined,
             "steps": len(curve.lrs),
             "stopped": curve.stopped,
+            "diverged_at": diverged_at(curve),
         }
         for curve, mark in zip(curves, marks, strict=True)
     ]
@@ -190,7 +195,26 @@ def _combine(curves: list[Curve], marks: list[Marks], settings: dict[str, Any]) 
         rule_spreads={name: spread([m.rules[name] for m in marks]) for name in RULES},
         per_seed=per_seed,
         settings=settings,
+        divergence=divergence_point([diverged_at(curve) for curve in curves]),
     )
+
+
+def diverged_at(curve: Curve) -> float | None:
+    """The LR of the step at which the test stopped for divergence, or None."""
+    return float(curve.lrs[-1]) if curve.stopped and len(curve.lrs) else None
+
+
+def divergence_point(per_seed: list[float | None]) -> float | None:
+    """The median seed's divergence LR; a seed that never diverged counts as beyond every LR.
+
+    None when the median seed did not diverge: the test's ``end_lr`` then bounds nothing.
+    """
+    points = sorted(math.inf if p is None else float(p) for p in per_seed)
+    if not points:
+        return None
+    middle = points[(len(points) - 1) // 2 : len(points) // 2 + 1]
+    point = math.sqrt(middle[0] * middle[-1])
+    return point if math.isfinite(point) else None
 
 
 def _print_summary(result: FinderResult, say: Callable[[str], None]) -> None:

@@ -61,6 +61,11 @@ def _check_narrowing(cfg: DictConfig, specs: Sequence[ParamSpec]) -> None:
     factor = cfg.search.get("finder_factor")
     if not _number(factor) or factor <= 1:
         raise UserError("search.finder_factor", factor, "give a number > 1: the bounds become [lr/f, lr*f]")
+    enqueue = cfg.search.get("finder_enqueue", 3)
+    if not isinstance(enqueue, int) or isinstance(enqueue, bool) or enqueue < 0:
+        raise UserError(
+            "search.finder_enqueue", enqueue, "give a whole number of first trials >= 0 (0: none)"
+        )
     name = cfg.search.get("finder_param", "lr")
     spec = next((s for s in specs if s.name == name), None)
     if spec is None:

@@ -19,7 +19,9 @@ from optuna.trial import FrozenTrial, TrialState
 from tuner.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
 from tuner.session import end_lost_run
 from tuner.study import best_trials, count_finished
+from tuner.ties import raw_value
 from tuner.tracking import Tracker
+from tuner.widen import history, widened_line
 
 
 def _fmt(value: object) -> str:
@@ -55,6 +57,7 @@ class StudyMonitor:
         self._done_at_start = count_finished(study)
         self._shown = {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
         self._states: Counter[str] = Counter()
+        self._widenings = len(history(study))
 
     def poll(self) -> int:
         """Reaps lost trials, prints the trials that ended since the last call; trials done."""
@@ -77,7 +80,16 @@ class StudyMonitor:
             self._states["REQUEUED" if lost else trial.state.name] += 1
             if not self.quiet:
                 self._line(trial, lost=lost, done=counted, running=running)
+        self._new_widenings()
         return done
+
+    def _new_widenings(self) -> None:
+        """Says when a worker widened the search (``search.widen``), as a lone study would."""
+        steps = history(self.study)
+        for name, step in steps[self._widenings :]:
+            if not self.quiet:
+                print(widened_line(name, step), file=self.stream, flush=True)
+        self._widenings = len(steps)
 
     def _line(self, trial: FrozenTrial, *, lost: bool, done: int, running: int) -> None:
         worker = trial.user_attrs.get("worker") or {}
@@ -86,13 +98,13 @@ class StudyMonitor:
             why = trial.user_attrs.get("reason") or "its worker stopped (no heartbeat)"
             what = f"trial {trial.number} FAIL{who} [{why}; re-queued]"
         else:
-            value = "-" if trial.value is None else _fmt(trial.value)
+            value = "-" if trial.value is None else _fmt(raw_value(trial))
             reason = trial.user_attrs.get("reason")
             what = f"trial {trial.number} {trial.state.name} value={value}{who}" + (
                 f" [{reason}]" if reason else ""
             )
         best = best_trials(self.study, top=1)
-        best_text = f"{_fmt(best[0].value)} (trial {best[0].number})" if best else "none yet"
+        best_text = f"{_fmt(raw_value(best[0]))} (trial {best[0].number})" if best else "none yet"
         elapsed = time.monotonic() - self._started
         new = max(done - self._done_at_start, 0)
         left = elapsed / new * max(self.total - done, 0) if new else 0.0

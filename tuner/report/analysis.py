@@ -10,6 +10,8 @@ from dataclasses import dataclass
 import optuna
 
 from tuner.report.gather import StudyData
+from tuner.ties import raw_value
+from tuner.widen import EDGE_SHARE
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,8 @@ class LRRange:
         threshold: Worst value a trial may have and still be in the basin.
         members: Trial numbers in the basin, by LR.
         excluded: Trials within tolerance but cut off from the basin by a worse trial between.
+        searched: The widest ``(low, high)`` the study searched this parameter in.
+        edges: ``lower`` / ``upper``: ends of the search the basin reaches (see :func:`basin_edges`).
     """
 
     param: str
@@ -35,6 +39,8 @@ class LRRange:
     threshold: float
     members: tuple[int, ...]
     excluded: tuple[int, ...]
+    searched: tuple[float, float] | None = None
+    edges: tuple[str, ...] = ()
 
     @property
     def width_decades(self) -> float:
@@ -64,12 +70,12 @@ def robust_lr(data: StudyData, *, tolerance: float, kind: str) -> LRRange | None
     best = data.complete[0]
     if param not in best.params:
         return None
-    limit = threshold(float(best.value or 0.0), tolerance=tolerance, kind=kind, maximize=data.maximize)
+    limit = threshold(float(raw_value(best) or 0.0), tolerance=tolerance, kind=kind, maximize=data.maximize)
 
     def good(trial: optuna.trial.FrozenTrial) -> bool:
-        if trial.state != optuna.trial.TrialState.COMPLETE or trial.value is None:
+        value = raw_value(trial)
+        if trial.state != optuna.trial.TrialState.COMPLETE or value is None:
             return False
-        value = float(trial.value)
         return math.isfinite(value) and (value >= limit if data.maximize else value <= limit)
 
     points = sorted(
@@ -85,6 +91,7 @@ def robust_lr(data: StudyData, *, tolerance: float, kind: str) -> LRRange | None
     members = points[lo : hi + 1]
     low, high = float(members[0].params[param]), float(members[-1].params[param])
     inside = {t.number for t in members}
+    searched = search_bounds(data, param)
     return LRRange(
         param=param,
         best_lr=float(best.params[param]),
@@ -94,7 +101,39 @@ def robust_lr(data: StudyData, *, tolerance: float, kind: str) -> LRRange | None
         threshold=limit,
         members=tuple(t.number for t in members),
         excluded=tuple(t.number for t in points if good(t) and t.number not in inside),
+        searched=searched,
+        edges=basin_edges(low, high, searched),
     )
+
+
+def search_bounds(data: StudyData, param: str) -> tuple[float, float] | None:
+    """The widest range the study drew ``param`` from (a widened range holds the older ones)."""
+    dists = [
+        d
+        for t in data.trials
+        if isinstance(d := t.distributions.get(param), optuna.distributions.FloatDistribution)
+    ]
+    if not dists:
+        return None
+    return min(d.low for d in dists), max(d.high for d in dists)
+
+
+def basin_edges(low: float, high: float, searched: tuple[float, float] | None) -> tuple[str, ...]:
+    """The ends of the searched range that the basin ``[low, high]`` touches.
+
+    On a log scale, as ``search.widen`` judges an edge: within ``EDGE_SHARE`` of the
+    range's log-width from it. A basin there may go on past the range: the optimum is
+    then not bracketed, and its centre is no recommendation but a lower (upper) bound.
+    """
+    if searched is None or searched[0] <= 0 or searched[1] <= searched[0]:
+        return ()
+    width = math.log(searched[1] / searched[0])
+    edges = []
+    if math.log(low / searched[0]) <= EDGE_SHARE * width:
+        edges.append("lower")
+    if math.log(searched[1] / high) <= EDGE_SHARE * width:
+        edges.append("upper")
+    return tuple(edges)
 
 
 def importances(data: StudyData) -> tuple[dict[str, float], str | None]:
@@ -148,7 +187,7 @@ def sensitivity(data: StudyData, *, bins: int = 4) -> dict[str, list[Bucket]]:
         trials = [t for t in data.complete if name in t.params]
         if isinstance(dist, optuna.distributions.CategoricalDistribution):
             for t in trials:
-                groups[str(t.params[name])].append(float(t.value or 0.0))
+                groups[str(t.params[name])].append(float(raw_value(t) or 0.0))
             order = [str(c) for c in dist.choices if str(c) in groups]
         else:
             log = bool(getattr(dist, "log", False))
@@ -165,7 +204,7 @@ def sensitivity(data: StudyData, *, bins: int = 4) -> dict[str, list[Bucket]]:
             labels = [f"{edge(i):.3g}–{edge(i + 1):.3g}" for i in range(bins)]
             for t, v in zip(trials, values, strict=True):
                 index = min(int((scale(v) - scale(lo)) / span * bins), bins - 1)
-                groups[labels[index]].append(float(t.value or 0.0))
+                groups[labels[index]].append(float(raw_value(t) or 0.0))
             order = [label for label in labels if label in groups]
         pick = max if data.maximize else min
         out[name] = [

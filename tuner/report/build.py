@@ -26,6 +26,8 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.ties import plateau, raw_value
+from tuner.widen import history, short
 
 
 @dataclass
@@ -98,6 +100,10 @@ def _summary(doc: Doc, data: StudyData, cfg: DictConfig) -> None:
     running = counts.get("running", 0)
     if running:
         doc.para(f"The study is still running ({running} trial(s) in progress): this is a snapshot.")
+    _widenings(doc, data)
+    sat = plateau(data.complete, data.metric)
+    if sat:
+        doc.para(f"{sat}.")
     if data.parent_run_id:
         doc.para(f"MLflow: experiment `{data.name}`, parent run `{data.parent_run_id}`.")
 
@@ -119,7 +125,7 @@ def _top_trials(doc: Doc, data: StudyData, top: int) -> None:
                 rank,
                 t.number,
                 *[_fmt(t.params.get(k)) for k in keys],
-                _fmt(t.value),
+                _fmt(raw_value(t)),
                 _fmt(t.user_attrs.get("test_acc")),
                 _fmt(t.user_attrs.get("steps")),
                 f"`{run.info.run_id}`" if run else "-",
@@ -150,6 +156,7 @@ def _recommendation(doc: Doc, data: StudyData, basin: LRRange | None, *, toleran
         f"The best trial's {basin.param} is {basin.best_lr:.3g}; the centre keeps the most distance from "
         "both edges, where the value starts to drop."
     )
+    _at_edge(doc, basin)
     if len(basin.members) == 1:
         doc.para("Only one trial is within tolerance, so the range is a single point: run more trials.")
     if basin.excluded:
@@ -173,6 +180,31 @@ def _budgets(doc: Doc, data: StudyData, cfg: DictConfig) -> None:
         ["training steps", "best trial", data.lr_param or "lr", data.metric, "trials scored"],
         [[r.length, r.trial, _fmt(r.lr), _fmt(r.value), r.scored] for r in rows],
     )
+
+
+def _at_edge(doc: Doc, basin: LRRange) -> None:
+    """Warns that the optimum is not bracketed when the basin reaches an end of the search."""
+    if not basin.edges or basin.searched is None:
+        return
+    low, high = basin.searched
+    for side in basin.edges:
+        past, key = ("above", "high") if side == "upper" else ("below", "low")
+        doc.para(
+            f"**At the edge of the search**: the robust range reaches the {side} end of the searched "
+            f"{basin.param} range [{short(low)}, {short(high)}], so the best {basin.param} may lie {past} "
+            f"it and {basin.recommended:.3g} is not bracketed. Move `search.params.{basin.param}.{key}` "
+            f"{past} {short(high if side == 'upper' else low)} and run more trials (`search.widen=true` "
+            "moves it by itself, up to `search.widen_max_decades`)."
+        )
+
+
+def _widenings(doc: Doc, data: StudyData) -> None:
+    """The ranges ``search.widen`` grew during the study, in order."""
+    for name, step in history(data.study):
+        doc.para(
+            f"search: {name} range widened to [{short(step['low'])}, {short(step['high'])}] after "
+            f"{step['after']} complete trials (best trials at the {step['side']} edge)."
+        )
 
 
 def _trials(numbers: tuple[int, ...]) -> str:
@@ -206,7 +238,7 @@ def _arms(doc: Doc, data: StudyData) -> None:
             [
                 "tuned (best trial)",
                 f"trial {best.number}",
-                _fmt(best.value),
+                _fmt(raw_value(best)),
                 _fmt(best.user_attrs.get("test_acc")),
             ]
         )

@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 
 from tuner.report.figures import Artifact, save_png, write_html
 from tuner.report.gather import StudyData
+from tuner.ties import raw_value
 
 
 def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
@@ -43,7 +44,7 @@ def _overlay(
         ax = fig.add_subplot(1, len(panels), k + 1)
         for t, pts in panel:
             if pts:
-                tag = f"#{t.number} {data.metric}={float(t.value or 0.0):.4g}"
+                tag = f"#{t.number} {data.metric}={float(raw_value(t) or 0.0):.4g}"
                 tag += f" {lr}={float(t.params[lr]):.3g}" if lr and lr in t.params else ""
                 ax.plot(*zip(*pts, strict=True), label=tag)
         if log:

@@ -18,10 +18,11 @@ from tuner.report.analysis import LRRange
 from tuner.report.curves import learning_curves, lr_schedules
 from tuner.report.figures import STYLE, Artifact, has_plotly, save_png, write_html
 from tuner.report.gather import StudyData
+from tuner.ties import raw_value
 
 
 def _value_of(trial: optuna.trial.FrozenTrial) -> float | None:
-    value = trial.value if trial.value is not None else None
+    value = raw_value(trial)
     if value is None and trial.intermediate_values:
         value = trial.intermediate_values[max(trial.intermediate_values)]
     return float(value) if value is not None and math.isfinite(value) else None
@@ -40,7 +41,7 @@ def optimization_history(data: StudyData, out: Path, *, html: bool) -> Artifact:
             ax.scatter(xs, ys, c=style["color"], marker=style["marker"], label=style["label"])
     best, running = [], None
     for t in sorted(data.complete, key=lambda t: t.number):
-        v = float(t.value or 0.0)
+        v = float(raw_value(t) or 0.0)
         running = v if running is None else (max(running, v) if data.maximize else min(running, v))
         best.append((t.number, running))
     if best and data.finished:
@@ -83,7 +84,7 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
         b = data.complete[0]
         ax.scatter(
             [b.params[param]],
-            [float(b.value or 0.0)],
+            [float(raw_value(b) or 0.0)],
             marker="*",
             s=200,
             c="gold",
@@ -145,7 +146,7 @@ def parallel_coordinates(data: StudyData, out: Path, *, html: bool) -> Artifact:
         columns.append(
             (name, [(r - f(lo)) / ((f(hi) - f(lo)) or 1.0) for r in raw], [f"{lo:.3g}", f"{hi:.3g}"])
         )
-    values = [float(t.value or 0.0) for t in data.complete]
+    values = [float(raw_value(t) or 0.0) for t in data.complete]
     vlo, vhi = min(values), max(values)
     columns.append(
         (data.metric, [(v - vlo) / ((vhi - vlo) or 1.0) for v in values], [f"{vlo:.4g}", f"{vhi:.4g}"])
