@@ -23,6 +23,8 @@ from tuner.secrets import mask_secrets, masked_yaml
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
 
+FLAGS = ("--debug", "--quiet", "--cfg", "--help")
+_CFG_PARTS = ("job", "hydra", "all")
 USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
 
 Runs a learning-rate study (mode=tune, the default), the LR range test (mode=find),
@@ -34,6 +36,24 @@ Options:
   --quiet   print only the start and the final table
   --debug   show the full traceback of an error
 """
+
+
+def split_args(args: list[str]) -> tuple[set[str], list[str]]:
+    """The ``--flags`` and the overrides of a command line.
+
+    ``--cfg job`` (Hydra's spelling, which also takes ``hydra`` and ``all``) is read as
+    ``--cfg``: the word after it is not an override.
+    """
+    flags: set[str] = set()
+    overrides: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--") or (arg == "-h"):
+            flags.add("--help" if arg == "-h" else arg)
+        elif arg in _CFG_PARTS and i > 0 and args[i - 1] == "--cfg":
+            continue
+        else:
+            overrides.append(arg)
+    return flags, overrides
 
 
 def config_dir() -> Path:
@@ -95,6 +115,10 @@ class _open:
 
 
 def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        return _unreadable_override(overrides) or UserError("overrides", " ".join(overrides), str(exc))
     text = str(exc)
     group = re.search(r"Could not find '([^']+)'", text)
     if group:
@@ -113,6 +137,36 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
             key, value, "no such config key; check the spelling (python -m tuner --cfg lists every key)"
         )
     return UserError("overrides", " ".join(overrides), text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _unreadable_override(overrides: list[str]) -> UserError | None:
+    """The first override Hydra's grammar cannot read, with the way to write it.
+
+    Hydra's own message is its lexer's ("LexerNoViableAltException", "mismatched input"),
+    without the key: unicode, quotes, ``?`` or ``=`` in an unquoted value all end there.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            key, equals, value = override.partition("=")
+            if not equals:
+                return UserError(
+                    "override",
+                    override,
+                    "give key=value or group=option (python -m tuner --cfg lists every key)",
+                )
+            quoted = f'{key}="{value}"' if "'" in value else f"{key}='{value}'"
+            return UserError(
+                key,
+                value,
+                f"Hydra cannot read this value unquoted; quote it: {quoted} (inside the shell's own quotes)",
+            )
+    return None
 
 
 def _run(cfg: DictConfig, *, quiet: bool) -> int:
@@ -199,14 +253,19 @@ def _report(cfg: DictConfig) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    flags = {a for a in args if a.startswith("--")}
-    overrides = [a for a in args if not a.startswith("--")]
+    flags, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
-    unknown = flags - {"--debug", "--quiet", "--cfg", "--help"}
-    if "--help" in flags or unknown:
-        print(USAGE, file=sys.stdout if not unknown else sys.stderr)
-        return 2 if unknown else 0
+    unknown = sorted(flags - set(FLAGS))
+    if unknown:
+        shown = mask_secrets(unknown[0])
+        print(
+            f"error: {shown}: unknown option; use {', '.join(FLAGS)} (see python -m tuner --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if "--help" in flags:
+        print(USAGE)
+        return 0
     from tuner._quiet import quiet_libraries
 
     quiet_libraries()

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.arms import check_arms
 from tuner.build import plain
+from tuner.devices import check_trainer
 from tuner.errors import UserError, as_user_error
 from tuner.finder.settings import check_finder
 from tuner.optimizers import validate_optimizer
@@ -21,6 +23,8 @@ from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
 
 MODES = ("tune", "find", "schedule", "report")
+#: A study name: one path segment that starts with a letter or digit (so never ``..``).
+_SAFE_NAME = re.compile(r"\w[\w.+=,-]*")
 
 
 def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type = int) -> None:
@@ -57,6 +61,12 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
             cfg.trainer.val_check_interval,
             f"validate at least once: give at most trainer.max_steps ({cfg.trainer.max_steps})",
         )
+    clip = cfg.trainer.get("gradient_clip_val")
+    # A negative norm reverses every gradient: each trial then "diverges" whatever its LR.
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
+        raise UserError("trainer.gradient_clip_val", clip, "give a number >= 0 (0 or null: no clipping)")
+    if cfg.mode in ("tune", "find"):
+        check_trainer(cfg)
     sidecar = cfg.tracking.get("sidecar", "auto")
     if sidecar not in (True, False, "auto"):
         raise UserError("tracking.sidecar", sidecar, "give auto, true or false")
@@ -69,6 +79,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError(
             "study.population", population, "give a whole number >= 1 (1: one trial at a time) or auto"
         )
+    check_study_name(cfg.study.name)
     if cfg.study.direction not in ("minimize", "maximize"):
         raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
     if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):
@@ -90,6 +101,20 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
     return specs
+
+
+def check_study_name(name: object) -> None:
+    """The study name is one folder name: it becomes ``runs/studies/<name>``, the MLflow
+    experiment and its artifact folders, so ``..`` or ``/`` in it would write outside ``runs/``.
+    """
+    text = str(name)
+    if not _SAFE_NAME.fullmatch(text) or len(text) > 120:
+        raise UserError(
+            "study.name",
+            name,
+            "give one folder name of letters, digits and . _ - + = , (no / or .., at most 120 "
+            "characters), e.g. study.name=my-study",
+        )
 
 
 def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:

@@ -14,19 +14,26 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig, OmegaConf
 
-# scheme://user:password@  -- the password is anything up to the last '@' before the host.
-_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)(?P<password>[^@\s'\"]+)@")
-# libpq's key=value form: "host=... password=...".
-_CONNINFO = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<password>'[^']*'|[^\s'\"]+)", re.IGNORECASE)
+# scheme://user:password@host -- the host comes after the LAST '@' before the path, so a
+# password may hold '@' (user:s3cret@PW9@host); greedy matching backtracks to that '@'.
+_USERINFO = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s'\"]*:)(?P<password>[^\s'\"/?#]*)@")
+# key=value pairs whose key names a secret: libpq's "password=...", a URL's "?token=...&",
+# "api_secret=..."; the value ends at a space, a quote or the next query pair.
+_PAIR = re.compile(
+    r"(?P<head>\b\w*(?:password|passwd|token|secret|api_key)\w*\s*=\s*)"
+    r"(?P<password>'[^']*'|\"[^\"]*\"|[^\s'\"&;,]+)",
+    re.IGNORECASE,
+)
 #: Config keys whose values are secrets in full, whatever they look like.
 _SECRET_KEYS = re.compile(r"(password|passwd|secret|token|api_key)$", re.IGNORECASE)
 MASK = "***"
 
 
 def mask_secrets(text: str) -> str:
-    """The text with every URL password (and libpq ``password=``) replaced by ``***``."""
+    """The text with every URL password and ``password=`` / ``token=`` / ``secret=`` value
+    replaced by ``***``."""
     text = _USERINFO.sub(lambda m: f"{m.group('head')}{MASK}@", text)
-    return _CONNINFO.sub(lambda m: f"{m.group('head')}{MASK}", text)
+    return _PAIR.sub(lambda m: f"{m.group('head')}{MASK}", text)
 
 
 def mask_value(key: str, value: Any) -> Any:
