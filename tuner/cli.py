@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import StudyStopped, UserError, as_user_error
-from tuner.secrets import mask_secrets, masked_yaml
+from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
@@ -252,7 +252,15 @@ def _report(cfg: DictConfig) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code."""
+    """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code.
+
+    Everything it prints or logs is masked (``tuner.secrets.masked_output``).
+    """
+    with masked_output():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     flags, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
     unknown = sorted(flags - set(FLAGS))

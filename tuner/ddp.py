@@ -255,5 +255,8 @@ def rank_main(path: str, role: str = "trial") -> int:
 
 if __name__ == "__main__":
     from tuner._exit import exit_now
+    from tuner.secrets import masked_output
 
-    exit_now(rank_main(*sys.argv[1:3]))
+    with masked_output():
+        code = rank_main(*sys.argv[1:3])
+    exit_now(code)
