@@ -113,6 +113,11 @@ CASES = [
     ("query-password-unquoted", ["tracking.uri=http://127.0.0.1/?password={pw}"], "tracking.uri"),
     ("quote-inside-value", ["study.name=it's"], "study.name"),
     ("override-without-equals", ["job"], "override"),
+    # Found by tests/test_fuzz_cli.py: values of the wrong shape.
+    ("group-option-a-number", ["finder=0"], "finder"),
+    ("group-option-null", ["model=null"], "model"),
+    ("search-param-not-a-mapping", ["search.params.lr=3"], "search.params.lr"),
+    ("choices-not-a-list", ["search.params.schedule.choices=5"], "search.params.schedule.choices"),
 ]
 
 

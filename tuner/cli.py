@@ -22,6 +22,7 @@ from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
+    from tuner.space import ParamSpec
 
 FLAGS = ("--debug", "--quiet", "--cfg", "--help")
 _CFG_PARTS = ("job", "hydra", "all")
@@ -82,6 +83,8 @@ def compose(overrides: list[str]) -> DictConfig:
             cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise _compose_error(exc, overrides) from None
+    except ValueError as exc:  # Hydra's own for a group option that is a number or null
+        raise _group_error(overrides) or exc from None
     choices = dict(cfg.hydra.runtime.choices)
     with _open(cfg):
         del cfg["hydra"]
@@ -120,7 +123,7 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
     if isinstance(exc, OverrideParseException):
         return _unreadable_override(overrides) or UserError("overrides", " ".join(overrides), str(exc))
     text = str(exc)
-    group = re.search(r"Could not find '([^']+)'", text)
+    group = re.search(r"Could not (?:find|load) '([^']+)'", text)
     if group:
         path = group.group(1)
         key, _, option = path.rpartition("/")
@@ -137,6 +140,21 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
             key, value, "no such config key; check the spelling (python -m tuner --cfg lists every key)"
         )
     return UserError("overrides", " ".join(overrides), text.splitlines()[0] if text else type(exc).__name__)
+
+
+def _group_error(overrides: list[str]) -> UserError | None:
+    """The first ``group=option`` override whose option is not a name (``finder=0``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        key, _, option = override.partition("=")
+        group = config_dir() / key.lstrip("+~")
+        # Hydra reads null, true or 0 as a value, not as an option's name.
+        if group.is_dir() and not isinstance(parser.parse_override(override).value(), (str, list)):
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            return UserError(key.lstrip("+~"), option, f"use one of {', '.join(options)}")
+    return None
 
 
 def _unreadable_override(overrides: list[str]) -> UserError | None:
@@ -181,16 +199,34 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
             abandon(early)  # nothing to do once the study has them
 
 
-def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
+def check_config(cfg: DictConfig) -> list[ParamSpec]:
+    """Every check of the config alone that its mode makes before touching a file or a
+    service; returns the search space.
+
+    Raises:
+        UserError: naming the first bad key.
+    """
     from tuner.config import validate
 
     specs = validate(cfg)
     if cfg.mode == "tune":
-        from tuner.launch import check, launch
+        from tuner.launch import check
+
+        check(cfg)
+    elif cfg.mode == "find":
+        from tuner import ddp
+
+        ddp.check(cfg)
+    return specs
+
+
+def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
+    specs = check_config(cfg)
+    if cfg.mode == "tune":
+        from tuner.launch import launch
         from tuner.progress import StudyProgress, best_table, print_table
         from tuner.tune import study_tables, tune
 
-        check(cfg)
         if cfg.launcher.name == "none":
             with StudyProgress(quiet=quiet) as progress:
                 result = tune(cfg, specs, progress=progress)
@@ -227,7 +263,6 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
         from tuner import ddp
         from tuner.finder.run import find
 
-        ddp.check(cfg)
         with ddp.ranks(cfg, role="find"):
             find(cfg)
         return 0
@@ -251,16 +286,22 @@ def _report(cfg: DictConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, *, check_only: bool = False) -> int:
     """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code.
 
     Everything it prints or logs is masked (``tuner.secrets.masked_output``).
+
+    Args:
+        argv: The command line (``sys.argv[1:]`` when None).
+        check_only: Stop after the checks of the command line and the config
+            (:func:`check_config`), before any file or service is touched: the
+            command-line fuzz test runs hundreds of commands this way.
     """
     with masked_output():
-        return _main(argv)
+        return _main(argv, check_only=check_only)
 
 
-def _main(argv: list[str] | None) -> int:
+def _main(argv: list[str] | None, *, check_only: bool) -> int:
     flags, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
     unknown = sorted(flags - set(FLAGS))
@@ -281,6 +322,9 @@ def _main(argv: list[str] | None) -> int:
         cfg = compose(overrides)
         if "--cfg" in flags:
             print(masked_yaml(cfg))
+            return 0
+        if check_only:
+            check_config(cfg)
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:
