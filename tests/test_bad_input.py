@@ -106,6 +106,12 @@ CASES = [
     # 12: the study name becomes folders; it must be one path segment.
     ("study-name-climbs-out", ["study.name=../../evil"], "study.name"),
     ("study-name-absolute", ["study.name=/tmp/evil"], "study.name"),
+    # Local workers start before the checks; their log folder is under the name too.
+    (
+        "study-name-climbs-out-local",
+        ["launcher=local", "launcher.workers=1", "study.name=../../evil"],
+        "study.name",
+    ),
     ("study-name-with-space", ["study.name=my study"], "study.name"),
     ("study-name-dot-dot", ["study.name=.."], "study.name"),
     # 13: what Hydra's lexer cannot read names the override and says how to quote it.

@@ -7,9 +7,12 @@ trial's user attributes, its MLflow tags and its ``traceback.txt``.
 
 from __future__ import annotations
 
+import base64
+import http.server
 import io
 import logging
 import os
+import threading
 from pathlib import Path
 
 import mlflow
@@ -18,6 +21,7 @@ import pytest
 
 from tests.conftest import REPO, TINY, run_subprocess
 from tests.scripted_model import LEAK_PASSWORD, LEAK_TOKEN
+from tuner.preflight import probe_server
 from tuner.secrets import MASK, mask_secrets, masked_output, masked_storage
 
 #: Pieces of the secrets: none may appear anywhere, masked or half masked.
@@ -133,3 +137,29 @@ def test_optuna_attributes_are_masked_in_the_storage(tmp_path):
     text = (tmp_path / "j.journal").read_text()
     assert "PW9" not in text and "hunter2" not in text
     assert study.trials[0].user_attrs["reason"] == "ConnectionError: postgresql://bob:***@db/x"
+
+
+def test_the_health_probe_sends_url_credentials_as_basic_auth():
+    """Issue 15, 11: ``http://user:pw@host`` was probed as the host ``user:pw@host`` (gaierror)."""
+    seen: list[str | None] = []
+
+    class Health(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.headers.get("Authorization"))
+            self.send_response(200 if self.path == "/health" else 404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Health)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        assert probe_server(f"http://bob:s3cret%40PW9@127.0.0.1:{port}/") is None
+        assert probe_server(f"http://bob:s3cret@PW9@127.0.0.1:{port}") is None
+    finally:
+        server.shutdown()
+    token = base64.b64encode(b"bob:s3cret@PW9").decode()
+    assert seen == [f"Basic {token}", f"Basic {token}"]

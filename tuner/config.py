@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -21,10 +20,9 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.study_name import check_study_name
 
 MODES = ("tune", "find", "schedule", "report")
-#: A study name: one path segment that starts with a letter or digit (so never ``..``).
-_SAFE_NAME = re.compile(r"\w[\w.+=,-]*")
 
 
 def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type = int) -> None:
@@ -101,20 +99,6 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
     return specs
-
-
-def check_study_name(name: object) -> None:
-    """The study name is one folder name: it becomes ``runs/studies/<name>``, the MLflow
-    experiment and its artifact folders, so ``..`` or ``/`` in it would write outside ``runs/``.
-    """
-    text = str(name)
-    if not _SAFE_NAME.fullmatch(text) or len(text) > 120:
-        raise UserError(
-            "study.name",
-            name,
-            "give one folder name of letters, digits and . _ - + = , (no / or .., at most 120 "
-            "characters), e.g. study.name=my-study",
-        )
 
 
 def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:
