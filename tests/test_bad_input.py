@@ -99,6 +99,7 @@ CASES = [
     ("devices-zero", ["trainer.devices=0"], "trainer.devices"),
     ("devices-negative", ["trainer.devices=-1"], "trainer.devices"),
     ("devices-empty-list", ["trainer.devices=[]"], "trainer.devices"),
+    ("devices-list-on-cpu", ["trainer.accelerator=cpu", "trainer.devices=[0]"], "trainer.devices"),
     ("gradient-clip-negative", ["trainer.gradient_clip_val=-1.0"], "trainer.gradient_clip_val"),
     ("gradient-clip-text", ["trainer.gradient_clip_val=lots"], "trainer.gradient_clip_val"),
     # 11: credentials in the URL are sent as basic auth, not read as the host (no gaierror).

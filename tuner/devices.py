@@ -76,7 +76,11 @@ def check_trainer(cfg: DictConfig) -> None:
             f"this machine has no {'GPU' if accelerator == 'gpu' else accelerator.upper()} "
             f"(it trains on {found}); use trainer.accelerator=auto",
         )
-    if precision in _GPU_ONLY_PRECISIONS and (accelerator == "cpu" or found == "cpu"):
+    on_cpu = accelerator == "cpu" or found == "cpu"
+    if on_cpu and (OmegaConf.is_list(t.devices) or isinstance(t.devices, (list, tuple))):
+        # Lightning's CPU accelerator takes a count only.
+        raise UserError("trainer.devices", t.devices, "on a CPU give a count, e.g. trainer.devices=2")
+    if precision in _GPU_ONLY_PRECISIONS and on_cpu:
         raise UserError("trainer.precision", precision, "a CPU does not run it; use 32-true or bf16-mixed")
 
 
