@@ -7,7 +7,9 @@ Each construction of the model is numbered by a file ``built-<n>`` in ``$TUNER_T
 - ``ok``: trains normally;
 - ``raise``: raises a RuntimeError from ``forward`` after a few steps;
 - ``oom``: raises ``torch.cuda.OutOfMemoryError`` the same way (CUDA out of memory, on CPU);
-- ``nan``: returns NaN outputs, so the loss is NaN.
+- ``nan``: returns NaN outputs, so the loss is NaN;
+- ``leak``: raises a ConnectionError quoting a database URL with a password (``LEAK_URL``),
+  as a model reading features from a database would.
 
 If a file ``hold-<n>`` exists, construction n waits for ``go-<n>``: a test can act
 (stop a server) at a known point of the study.
@@ -21,6 +23,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+#: Secrets that must never leave the process unmasked: an '@' inside the password, a token pair.
+LEAK_PASSWORD = "s3cret@PW9"
+LEAK_TOKEN = "tok-5f2a9"
+LEAK_URL = f"postgresql://bob:{LEAK_PASSWORD}@db.example:5432/feat?sslmode=require&token={LEAK_TOKEN}"
 
 
 def _number(folder: Path) -> int:
@@ -56,6 +63,8 @@ class Scripted(nn.Module):
         if self.calls > self.fail_after:
             if self.mode == "raise":
                 raise RuntimeError("boom in user code")
+            if self.mode == "leak":
+                raise ConnectionError(f"could not reach {LEAK_URL}")
             if self.mode == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         if self.mode == "nan":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import importlib
 import os
 import pwd
 import secrets
@@ -19,11 +20,13 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from importlib.metadata import entry_points
 from pathlib import Path
 
 from tuner.spool_files import process_alive
@@ -34,6 +37,25 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def console_script(name: str) -> list[str] | None:
+    """The command that runs a Python console script (``optuna-dashboard``) through the
+    interpreter running the tests; None when its package is not installed there.
+
+    Looked up in the interpreter's installed metadata, not on PATH: in a virtual
+    environment that is not activated, PATH holds another Python's scripts, or none.
+    """
+    found = [ep for ep in entry_points(group="console_scripts") if ep.name == name]
+    if not found:
+        return None
+    module, _, attr = found[0].value.partition(":")
+    try:
+        importlib.import_module(module)
+    except ImportError:
+        return None
+    code = f"import sys; sys.argv[0] = {name!r}; from {module} import {attr} as main; sys.exit(main())"
+    return [sys.executable, "-c", code]
 
 
 def start(args: list[str], *, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:

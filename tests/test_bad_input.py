@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import torch
+from _pytest.mark.structures import ParameterSet
 
 from tests.conftest import TINY
 from tests.mlflow_server import free_port
@@ -87,6 +89,51 @@ CASES = [
     ("unknown-mode", ["mode=train"], "mode"),
     ("stop-on-failure-not-bool", ["study.stop_on_failure=maybe"], "study.stop_on_failure"),
     ("sidecar-not-a-choice", ["tracking.sidecar=maybe"], "tracking.sidecar"),
+    # issue 15, 5-6: trainer keys, checked before the study rather than by Lightning.
+    pytest.param(
+        "accelerator-gpu-without-one",
+        ["trainer.accelerator=gpu"],
+        "trainer.accelerator",
+        marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU"),
+    ),
+    ("accelerator-mps-off-a-mac", ["trainer.accelerator=mps"], "trainer.accelerator"),
+    ("accelerator-bogus", ["trainer.accelerator=bogus"], "trainer.accelerator"),
+    ("precision-bogus", ["trainer.precision=bogus"], "trainer.precision"),
+    (
+        "precision-16-mixed-on-cpu",
+        ["trainer.accelerator=cpu", "trainer.precision=16-mixed"],
+        "trainer.precision",
+    ),
+    ("strategy-bogus", ["trainer.strategy=bogus"], "trainer.strategy"),
+    ("devices-zero", ["trainer.devices=0"], "trainer.devices"),
+    ("devices-negative", ["trainer.devices=-1"], "trainer.devices"),
+    ("devices-empty-list", ["trainer.devices=[]"], "trainer.devices"),
+    ("devices-list-on-cpu", ["trainer.accelerator=cpu", "trainer.devices=[0]"], "trainer.devices"),
+    ("gradient-clip-negative", ["trainer.gradient_clip_val=-1.0"], "trainer.gradient_clip_val"),
+    ("gradient-clip-text", ["trainer.gradient_clip_val=lots"], "trainer.gradient_clip_val"),
+    # 11: credentials in the URL are sent as basic auth, not read as the host (no gaierror).
+    ("tracking-uri-at-in-password", ["tracking.uri=http://u:{pw}@PW9@127.0.0.1:{closed}"], "tracking.uri"),
+    # 12: the study name becomes folders; it must be one path segment.
+    ("study-name-climbs-out", ["study.name=../../evil"], "study.name"),
+    ("study-name-absolute", ["study.name=/tmp/evil"], "study.name"),
+    # Local workers start before the checks; their log folder is under the name too.
+    (
+        "study-name-climbs-out-local",
+        ["launcher=local", "launcher.workers=1", "study.name=../../evil"],
+        "study.name",
+    ),
+    ("study-name-with-space", ["study.name=my study"], "study.name"),
+    ("study-name-dot-dot", ["study.name=.."], "study.name"),
+    # 13: what Hydra's lexer cannot read names the override and says how to quote it.
+    ("unicode-unquoted", ["study.name=été"], "study.name"),
+    ("query-password-unquoted", ["tracking.uri=http://127.0.0.1/?password={pw}"], "tracking.uri"),
+    ("quote-inside-value", ["study.name=it's"], "study.name"),
+    ("override-without-equals", ["job"], "override"),
+    # Found by tests/test_fuzz_cli.py: values of the wrong shape.
+    ("group-option-a-number", ["finder=0"], "finder"),
+    ("group-option-null", ["model=null"], "model"),
+    ("search-param-not-a-mapping", ["search.params.lr=3"], "search.params.lr"),
+    ("choices-not-a-list", ["search.params.schedule.choices=5"], "search.params.schedule.choices"),
 ]
 
 
@@ -119,7 +166,15 @@ def places(tmp_path: Path) -> dict[str, str]:
     return {"tmp": str(tmp_path), "closed": str(free_port()), "pw": PASSWORD}
 
 
-@pytest.mark.parametrize(("overrides", "key"), [pytest.param(o, k, id=i) for i, o, k in CASES])
+def _param(case: tuple[str, list[str], str] | ParameterSet) -> ParameterSet:
+    if isinstance(case, ParameterSet):
+        (name, overrides, key), marks = case.values, case.marks
+        return pytest.param(overrides, key, id=str(name), marks=marks)
+    name, overrides, key = case
+    return pytest.param(overrides, key, id=name)
+
+
+@pytest.mark.parametrize(("overrides", "key"), [_param(c) for c in CASES])
 def test_bad_input_is_one_line_and_makes_nothing(tmp_path, run_cli, places, overrides, key):
     base = TINY_FILE if "data=file" in overrides else TINY
     if key == "study.name":  # the study exists, made by an earlier run with the default space
@@ -131,8 +186,43 @@ def test_bad_input_is_one_line_and_makes_nothing(tmp_path, run_cli, places, over
     assert len(lines) == 1, err
     assert lines[0].startswith(f"error: {key}="), lines[0]
     assert "Traceback" not in out + err
+    assert "gaierror" not in err
     assert PASSWORD not in out + err
     assert _made(tmp_path / "runs") == before
+    assert not (tmp_path / "evil").exists() and not (tmp_path.parent / "evil").exists()
+
+
+def test_nothing_is_made_when_the_tracking_server_is_dead(tmp_path, run_cli):
+    """Refused before the study (issue 15, 16): not even an empty runs/ folder is left."""
+    code, _, err = run_cli(*TINY, f"tracking.uri=http://127.0.0.1:{free_port()}")
+    assert code == 2, err
+    assert err.startswith("error: tracking.uri=")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_tuner_home_on_a_file_is_blamed_on_tuner_home(tmp_path, run_cli, monkeypatch):
+    """Issue 15, 14: the storage path lies under it, but TUNER_HOME is what to fix."""
+    (tmp_path / "home-file").write_text("")
+    monkeypatch.setenv("TUNER_HOME", str(tmp_path / "home-file"))
+    code, _, err = run_cli(*TINY)
+    assert code == 2
+    assert err.strip().splitlines() == [err.strip()]
+    assert err.startswith("error: TUNER_HOME="), err
+
+
+@pytest.mark.parametrize("flag", ["--badflag", "--verbose=2"])
+def test_an_unknown_flag_is_named(run_cli, flag):
+    """Issue 15, 15: the usage alone did not say which flag was wrong."""
+    code, out, err = run_cli(flag, *TINY)
+    assert code == 2
+    assert err.strip().splitlines()[0].startswith(f"error: {flag}: unknown option")
+    assert len(err.strip().splitlines()) == 1 and not out
+
+
+def test_hydra_style_cfg_job_prints_the_config(run_cli):
+    code, out, _ = run_cli("--cfg", "job")
+    assert code == 0
+    assert "study:" in out
 
 
 def test_the_message_offers_a_new_name_or_a_fresh_start(run_cli):

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import TINY, missing_service
-from tests.services import free_port, start, stop, wait_http
+from tests.services import console_script, free_port, start, stop, wait_http
 
 
 def _get(url: str) -> dict:
@@ -20,17 +20,17 @@ def _get(url: str) -> dict:
 
 @pytest.mark.slow
 def test_dashboard_lists_the_study_and_its_trials(tmp_path: Path, run_cli):
-    dashboard = shutil.which("optuna-dashboard")
+    dashboard = console_script("optuna-dashboard")
     if dashboard is None:
-        message = "needs optuna-dashboard: pip install -e '.[test]'"
-        missing_service(message)
+        missing_service(f"needs optuna-dashboard in {sys.executable}: pip install -e '.[test]'")
+        return
     code, out, err = run_cli(
         *TINY, "study.n_trials=3", "study.name=dash", "pruner=none", "report.enabled=false"
     )
     assert code == 0, out + err
     journal = tmp_path / "runs" / "optuna.journal"
     port, log = free_port(), tmp_path / "dashboard.log"
-    proc = start([dashboard, str(journal), "--host", "127.0.0.1", "--port", str(port)], log=log)
+    proc = start([*dashboard, str(journal), "--host", "127.0.0.1", "--port", str(port)], log=log)
     try:
         base = f"http://127.0.0.1:{port}"
         wait_http(f"{base}/api/meta", proc, log=log)

@@ -7,7 +7,7 @@ The screenshots are kept under ``tests/artifacts/`` (their paths are printed).
 
 from __future__ import annotations
 
-import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,7 +49,7 @@ def mlflow_server(tmp_path: Path):
     port, log = free_port(), tmp_path / "mlflow-server.log"
     proc = start(
         [
-            shutil.which("mlflow") or "mlflow", "server",
+            sys.executable, "-m", "mlflow", "server",  # this interpreter's mlflow, not PATH's
             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
             "--artifacts-destination", str(tmp_path / "server-artifacts"),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1",

@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import StudyStopped, UserError, as_user_error
-from tuner.secrets import mask_secrets, masked_yaml
+from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
+    from tuner.space import ParamSpec
 
+FLAGS = ("--debug", "--quiet", "--cfg", "--help")
+_CFG_PARTS = ("job", "hydra", "all")
 USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
 
 Runs a learning-rate study (mode=tune, the default), the LR range test (mode=find),
@@ -34,6 +37,24 @@ Options:
   --quiet   print only the start and the final table
   --debug   show the full traceback of an error
 """
+
+
+def split_args(args: list[str]) -> tuple[set[str], list[str]]:
+    """The ``--flags`` and the overrides of a command line.
+
+    ``--cfg job`` (Hydra's spelling, which also takes ``hydra`` and ``all``) is read as
+    ``--cfg``: the word after it is not an override.
+    """
+    flags: set[str] = set()
+    overrides: list[str] = []
+    for i, arg in enumerate(args):
+        if arg.startswith("--") or (arg == "-h"):
+            flags.add("--help" if arg == "-h" else arg)
+        elif arg in _CFG_PARTS and i > 0 and args[i - 1] == "--cfg":
+            continue
+        else:
+            overrides.append(arg)
+    return flags, overrides
 
 
 def config_dir() -> Path:
@@ -62,6 +83,8 @@ def compose(overrides: list[str]) -> DictConfig:
             cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
         raise _compose_error(exc, overrides) from None
+    except ValueError as exc:  # Hydra's own for a group option that is a number or null
+        raise _group_error(overrides) or exc from None
     choices = dict(cfg.hydra.runtime.choices)
     with _open(cfg):
         del cfg["hydra"]
@@ -95,8 +118,12 @@ class _open:
 
 
 def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
+    from hydra.errors import OverrideParseException
+
+    if isinstance(exc, OverrideParseException):
+        return _unreadable_override(overrides) or UserError("overrides", " ".join(overrides), str(exc))
     text = str(exc)
-    group = re.search(r"Could not find '([^']+)'", text)
+    group = re.search(r"Could not (?:find|load) '([^']+)'", text)
     if group:
         path = group.group(1)
         key, _, option = path.rpartition("/")
@@ -115,6 +142,51 @@ def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
     return UserError("overrides", " ".join(overrides), text.splitlines()[0] if text else type(exc).__name__)
 
 
+def _group_error(overrides: list[str]) -> UserError | None:
+    """The first ``group=option`` override whose option is not a name (``finder=0``)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        key, _, option = override.partition("=")
+        group = config_dir() / key.lstrip("+~")
+        # Hydra reads null, true or 0 as a value, not as an option's name.
+        if group.is_dir() and not isinstance(parser.parse_override(override).value(), (str, list)):
+            options = sorted(p.stem for p in group.glob("*.yaml"))
+            return UserError(key.lstrip("+~"), option, f"use one of {', '.join(options)}")
+    return None
+
+
+def _unreadable_override(overrides: list[str]) -> UserError | None:
+    """The first override Hydra's grammar cannot read, with the way to write it.
+
+    Hydra's own message is its lexer's ("LexerNoViableAltException", "mismatched input"),
+    without the key: unicode, quotes, ``?`` or ``=`` in an unquoted value all end there.
+    """
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for override in overrides:
+        try:
+            parser.parse_overrides([override])
+        except OverrideParseException:
+            key, equals, value = override.partition("=")
+            if not equals:
+                return UserError(
+                    "override",
+                    override,
+                    "give key=value or group=option (python -m tuner --cfg lists every key)",
+                )
+            quoted = f'{key}="{value}"' if "'" in value else f"{key}='{value}'"
+            return UserError(
+                key,
+                value,
+                f"Hydra cannot read this value unquoted; quote it: {quoted} (inside the shell's own quotes)",
+            )
+    return None
+
+
 def _run(cfg: DictConfig, *, quiet: bool) -> int:
     from tuner.launch.spawn import abandon, prestart
 
@@ -127,16 +199,34 @@ def _run(cfg: DictConfig, *, quiet: bool) -> int:
             abandon(early)  # nothing to do once the study has them
 
 
-def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
+def check_config(cfg: DictConfig) -> list[ParamSpec]:
+    """Every check of the config alone that its mode makes before touching a file or a
+    service; returns the search space.
+
+    Raises:
+        UserError: naming the first bad key.
+    """
     from tuner.config import validate
 
     specs = validate(cfg)
     if cfg.mode == "tune":
-        from tuner.launch import check, launch
+        from tuner.launch import check
+
+        check(cfg)
+    elif cfg.mode == "find":
+        from tuner import ddp
+
+        ddp.check(cfg)
+    return specs
+
+
+def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
+    specs = check_config(cfg)
+    if cfg.mode == "tune":
+        from tuner.launch import launch
         from tuner.progress import StudyProgress, best_table, print_table
         from tuner.tune import study_tables, tune
 
-        check(cfg)
         if cfg.launcher.name == "none":
             with StudyProgress(quiet=quiet) as progress:
                 result = tune(cfg, specs, progress=progress)
@@ -173,7 +263,6 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
         from tuner import ddp
         from tuner.finder.run import find
 
-        ddp.check(cfg)
         with ddp.ranks(cfg, role="find"):
             find(cfg)
         return 0
@@ -197,16 +286,35 @@ def _report(cfg: DictConfig) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    flags = {a for a in args if a.startswith("--")}
-    overrides = [a for a in args if not a.startswith("--")]
+def main(argv: list[str] | None = None, *, check_only: bool = False) -> int:
+    """Entry point of ``python -m tuner`` and the ``tuner`` script; returns the exit code.
+
+    Everything it prints or logs is masked (``tuner.secrets.masked_output``).
+
+    Args:
+        argv: The command line (``sys.argv[1:]`` when None).
+        check_only: Stop after the checks of the command line and the config
+            (:func:`check_config`), before any file or service is touched: the
+            command-line fuzz test runs hundreds of commands this way.
+    """
+    with masked_output():
+        return _main(argv, check_only=check_only)
+
+
+def _main(argv: list[str] | None, *, check_only: bool) -> int:
+    flags, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
-    unknown = flags - {"--debug", "--quiet", "--cfg", "--help"}
-    if "--help" in flags or unknown:
-        print(USAGE, file=sys.stdout if not unknown else sys.stderr)
-        return 2 if unknown else 0
+    unknown = sorted(flags - set(FLAGS))
+    if unknown:
+        shown = mask_secrets(unknown[0])
+        print(
+            f"error: {shown}: unknown option; use {', '.join(FLAGS)} (see python -m tuner --help)",
+            file=sys.stderr,
+        )
+        return 2
+    if "--help" in flags:
+        print(USAGE)
+        return 0
     from tuner._quiet import quiet_libraries
 
     quiet_libraries()
@@ -214,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = compose(overrides)
         if "--cfg" in flags:
             print(masked_yaml(cfg))
+            return 0
+        if check_only:
+            check_config(cfg)
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:

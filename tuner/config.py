@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.arms import check_arms
 from tuner.build import plain
+from tuner.devices import check_trainer
 from tuner.errors import UserError, as_user_error
 from tuner.finder.settings import check_finder
 from tuner.optimizers import validate_optimizer
@@ -19,6 +20,7 @@ from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.study_name import check_study_name
 from tuner.ties import check_tie_break
 from tuner.training.guards import check_guards
 from tuner.training.plateau import check_plateau
@@ -62,6 +64,12 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
             cfg.trainer.val_check_interval,
             f"validate at least once: give at most trainer.max_steps ({cfg.trainer.max_steps})",
         )
+    clip = cfg.trainer.get("gradient_clip_val")
+    # A negative norm reverses every gradient: each trial then "diverges" whatever its LR.
+    if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
+        raise UserError("trainer.gradient_clip_val", clip, "give a number >= 0 (0 or null: no clipping)")
+    if cfg.mode in ("tune", "find"):
+        check_trainer(cfg)
     sidecar = cfg.tracking.get("sidecar", "auto")
     if sidecar not in (True, False, "auto"):
         raise UserError("tracking.sidecar", sidecar, "give auto, true or false")
@@ -74,6 +82,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
         raise UserError(
             "study.population", population, "give a whole number >= 1 (1: one trial at a time) or auto"
         )
+    check_study_name(cfg.study.name)
     if cfg.study.direction not in ("minimize", "maximize"):
         raise UserError("study.direction", cfg.study.direction, "use minimize or maximize")
     if not cfg.study.metric or not str(cfg.study.metric).startswith("val"):

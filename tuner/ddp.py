@@ -47,11 +47,13 @@ def check(cfg: DictConfig) -> None:
         UserError: ``ddp_spawn`` / ``fsdp``-like strategies, or ``devices=auto`` with ddp.
     """
     strategy = str(cfg.trainer.strategy)
-    if strategy.startswith("ddp") and strategy not in _DDP:
+    if strategy not in _DDP:
+        # ddp_spawn, fsdp, deepspeed...: Lightning would start the ranks itself, each
+        # re-running the whole study.
         raise UserError(
             "trainer.strategy",
             strategy,
-            "use trainer.strategy=ddp (tuner starts the processes of a trial itself)",
+            "use auto (one device) or ddp (trainer.devices > 1; tuner starts the processes of a trial itself)",
         )
     if strategy.startswith("ddp") and str(cfg.trainer.devices) == "auto":
         raise UserError(
@@ -63,12 +65,6 @@ def check(cfg: DictConfig) -> None:
             cfg.trainer.devices,
             "trainer.strategy=ddp trains one trial on several devices: give a count above 1, "
             "e.g. trainer.devices=2 (or drop trainer.strategy)",
-        )
-    if world_size(cfg) > 1 and strategy not in _DDP:
-        raise UserError(
-            "trainer.strategy",
-            strategy,
-            f"a trial on {world_size(cfg)} devices runs with trainer.strategy=ddp (or auto)",
         )
 
 
@@ -259,5 +255,8 @@ def rank_main(path: str, role: str = "trial") -> int:
 
 if __name__ == "__main__":
     from tuner._exit import exit_now
+    from tuner.secrets import masked_output
 
-    exit_now(rank_main(*sys.argv[1:3]))
+    with masked_output():
+        code = rank_main(*sys.argv[1:3])
+    exit_now(code)

@@ -17,6 +17,7 @@ from tuner.build import build_model, plain
 from tuner.devices import trial_devices, world_size
 from tuner.errors import UserError
 from tuner.schedules import warmup_length
+from tuner.secrets import mask_secrets
 from tuner.stopping import StopOnRequest
 from tuner.tracking import TrialRun
 from tuner.training import PruningCallback, StepTrace, TrialModule
@@ -51,6 +52,12 @@ class Outcome:
     probes: list[tuple[int, dict[str, float]]] = field(default_factory=list)
     #: Optimizer steps its cooldown branches took: training too, so a budget counts them.
     probe_steps: int = 0
+
+    def __post_init__(self) -> None:
+        # The reason and traceback quote the model's exception, which may hold a password
+        # (a database URL); each outcome is masked once, before it is printed or stored.
+        self.reason = None if self.reason is None else mask_secrets(self.reason)
+        self.error = None if self.error is None else mask_secrets(self.error)
 
 
 def steps_per_call(cfg: DictConfig) -> int:

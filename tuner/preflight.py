@@ -6,6 +6,7 @@ the study and its MLflow experiment exist, it would leave them half made.
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
 import tempfile
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
@@ -59,6 +60,7 @@ def check_services(cfg: DictConfig) -> None:
     Checked without creating anything but the folders the study would make: no tables,
     no files, no experiment.
     """
+    _check_root(cfg)
     backend = str(cfg.storage.backend)
     if backend == "journal":
         _check_writable("storage.path", Path(str(cfg.storage.path)))
@@ -99,7 +101,7 @@ def check_tracking_uri(uri: str) -> None:
 def probe_server(uri: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
     """None when an MLflow server answers at ``uri``; else why not, in a few words."""
     try:
-        with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout) as response:
+        with urllib.request.urlopen(_health_request(uri), timeout=timeout) as response:
             return None if response.status == 200 else f"HTTP {response.status}"
     except urllib.error.HTTPError as exc:
         return f"HTTP {exc.code}"
@@ -108,22 +110,56 @@ def probe_server(uri: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
         return mask_secrets(f"{type(reason).__name__}: {reason}")
 
 
+def _health_request(uri: str) -> urllib.request.Request:
+    """The ``/health`` request of a server URI, its credentials sent as basic auth.
+
+    urllib takes ``user:pw@host`` as the host name (a DNS failure); MLflow's client sends
+    them as basic auth, so the probe does the same.
+    """
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
+    request = urllib.request.Request(url)
+    if parts.username is not None:
+        user, password = unquote(parts.username), unquote(parts.password or "")
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
+
+
+def _check_root(cfg: DictConfig) -> None:
+    """``paths.root`` is a folder, or can be made; blamed on ``TUNER_HOME`` when it comes from there."""
+    root = Path(str(cfg.paths.root)).expanduser().absolute()
+    home = os.environ.get("TUNER_HOME")
+    key = "TUNER_HOME" if home and Path(home).expanduser().absolute() == root else "paths.root"
+    if root.exists() and not root.is_dir():
+        raise UserError(key, str(root), "this is a file; give a folder (it is made if missing)")
+    _check_writable(key, root)
+
+
 def _check_writable(key: str, path: Path, *, shown: str | None = None) -> None:
-    """``path`` is a writable file or folder, or can be created (its folder is made, no file)."""
+    """``path`` is a writable file or folder, or could be created there.
+
+    Nothing is made: a command refused here (a dead tracking server, say) must leave no
+    empty ``runs/`` behind. The nearest folder that exists must take a file.
+    """
     path = path.expanduser().absolute()
     shown = shown or str(path)
     if path.exists():
-        if path.is_dir() and key != "tracking.uri":
+        if path.is_dir() and key not in ("tracking.uri", "paths.root", "TUNER_HOME"):
             raise UserError(key, shown, "this is a folder; give a file path")
         if not os.access(path, os.W_OK):
             raise UserError(key, shown, "not writable; choose a path you can write to")
         return
+    existing = next(p for p in path.parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(key, shown, f"{existing} is a file, not a folder; choose another path")
     try:
-        # The folders are kept: the study makes them next anyway, and removing them
-        # could pull them from under another worker starting at the same moment.
-        path.parent.mkdir(parents=True, exist_ok=True)
         # access() says yes to root everywhere; writing a file is the real test.
-        with tempfile.TemporaryFile(dir=path.parent):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as exc:
         raise UserError(

@@ -140,22 +140,26 @@ class ChildGone(Exception):
 def write_to_store(client: Any, kind: str, run_id: str | None, data: dict[str, Any]) -> str | None:
     """One tracking write through an MLflow client; the new run's id for ``create``.
 
-    Shared by the child and by the tracker's own thread (when there is no child).
+    Shared by the child and by the tracker's own thread (when there is no child), and so
+    the one place every tracker write reaches MLflow: text is masked here once more.
     """
     from mlflow.entities import Metric, Param, RunTag
 
+    from tuner.secrets import mask_secrets, mask_value
+
     if kind == "create":
-        run = client.create_run(data["experiment_id"], run_name=data["run_name"], tags=data["tags"])
+        tags = {k: mask_secrets(str(v)) for k, v in data["tags"].items()}
+        run = client.create_run(data["experiment_id"], run_name=data["run_name"], tags=tags)
         return str(run.info.run_id)
     if kind == "batch":
         client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), int(t), int(s)) for k, v, t, s in data.get("metrics", ())],
-            params=[Param(k, v) for k, v in data.get("params", ())],
-            tags=[RunTag(k, v) for k, v in data.get("tags", ())],
+            params=[Param(k, str(mask_value(k, v))) for k, v in data.get("params", ())],
+            tags=[RunTag(k, mask_secrets(str(v))) for k, v in data.get("tags", ())],
         )
     elif kind == "text":
-        client.log_text(run_id, data["text"], data["file"])
+        client.log_text(run_id, mask_secrets(data["text"]), data["file"])
     elif kind == "artifact":
         client.log_artifact(run_id, data["path"])
     elif kind == "end":

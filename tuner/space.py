@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeGuard
 
 import optuna
 from omegaconf import DictConfig, OmegaConf
@@ -65,11 +65,12 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
         UserError: naming the ``search.params.<name>.<field>`` key at fault.
     """
     specs: list[ParamSpec] = []
-    for name, raw in params.items():
+    fix = "give {name: {path: ..., low: ..., high: ...}}, or pick a preset: search=lr"
+    for name, raw in _mapping("search.params", params, fix).items():
         if raw is None:  # an override may switch a preset's parameter off with `~`/null
             continue
         key = f"search.params.{name}"
-        raw = dict(raw)
+        raw = _mapping(key, raw, "give the parameter's fields, e.g. {path: optimizer.lr, low: 1e-4, high: 1}")
         path = str(raw.get("path") or name)
         kind = str(raw.get("type", "float"))
         if kind not in _KINDS:
@@ -77,11 +78,13 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
         # A key of another optimizer or schedule family may be absent from the base config.
         if OmegaConf.select(cfg, path, default=_MISSING) is _MISSING and not known_path(path):
             raise UserError(f"{key}.path", path, "name an existing config key, e.g. optimizer.lr")
-        when = {str(k): _as_tuple(v) for k, v in dict(raw.get("when") or {}).items()}
+        when_fix = "give {config key: [values]}, e.g. {optimizer.name: [sgd]}"
+        when = {str(k): _as_tuple(v) for k, v in _mapping(f"{key}.when", raw.get("when"), when_fix).items()}
         if kind == "categorical":
-            choices = tuple(raw.get("choices") or ())
-            if not choices:
-                raise UserError(f"{key}.choices", raw.get("choices"), "list at least one choice")
+            choices = raw.get("choices")
+            if not choices or not isinstance(choices, Sequence) or isinstance(choices, str):
+                raise UserError(f"{key}.choices", choices, "list at least one choice, e.g. [sgd, adam]")
+            choices = tuple(choices)
             specs.append(ParamSpec(name, path, kind, choices=choices, when=when))
             continue
         specs.append(_numeric_spec(name, path, kind, raw, key, when))
@@ -91,6 +94,17 @@ def parse_space(params: Mapping[str, Any], cfg: DictConfig) -> list[ParamSpec]:
 
 
 _MISSING = object()
+
+
+def _mapping(key: str, value: Any, fix: str) -> dict[str, Any]:
+    """A config node that must be a mapping (or absent), as a dict."""
+    if value is None:
+        return {}
+    if OmegaConf.is_dict(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if not isinstance(value, Mapping):
+        raise UserError(key, value, fix)
+    return dict(value)
 
 
 def _as_tuple(value: Any) -> tuple[Any, ...]:
@@ -104,7 +118,7 @@ def _numeric_spec(
 ) -> ParamSpec:
     for bound in ("low", "high"):
         value = raw.get(bound)
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+        if not _number(value) or not math.isfinite(value):
             raise UserError(f"{key}.{bound}", value, "give a finite number")
     low, high = float(raw["low"]), float(raw["high"])
     if low >= high:
@@ -114,11 +128,15 @@ def _numeric_spec(
     if log and low <= 0:
         raise UserError(f"{key}.low", raw["low"], f"a log-scale bound must be > 0 (or set {key}.log=false)")
     step = raw.get("step")
-    if step is not None and (log or step <= 0):
+    if step is not None and (log or not _number(step) or step <= 0):
         raise UserError(f"{key}.step", step, "use a positive step, and only on a linear scale")
     if kind == "int" and not (low.is_integer() and high.is_integer()):
         raise UserError(f"{key}.low", raw["low"], "an int parameter needs whole-number bounds")
     return ParamSpec(name, path, kind, low, high, log, step, when=when)
+
+
+def _number(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _parents_by_name(specs: list[ParamSpec]) -> list[ParamSpec]:

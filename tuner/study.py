@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.coordination import SURPLUS_ATTR, JournalHeartbeatStorage, retried_numbers
 from tuner.errors import UserError
+from tuner.secrets import masked_storage
 from tuner.space import ParamSpec, grid
 
 FINGERPRINT_ATTR = "tuner.fingerprint"
@@ -97,7 +98,15 @@ def build_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
 
 
 def build_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
-    """The study storage; None means in-memory (gone when the process ends)."""
+    """The study storage; None means in-memory (gone when the process ends).
+
+    Attributes written to it are masked: a trial's failure reason may quote a password.
+    """
+    storage = _open_storage(cfg)
+    return None if storage is None else masked_storage(storage)
+
+
+def _open_storage(cfg: DictConfig) -> optuna.storages.BaseStorage | None:
     backend = str(cfg.storage.backend)
     if backend == "memory":
         return None

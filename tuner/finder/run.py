@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 from lightning_fabric import Fabric
 from mlflow.entities import Param
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.ddp import fabric_strategy
@@ -23,6 +23,7 @@ from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
 from tuner.optimizers import build_optimizer
+from tuner.secrets import mask_value, masked_yaml
 from tuner.tracking import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
 
 PNG_NAME, JSON_NAME = "finder.png", "finder.json"
@@ -251,11 +252,11 @@ def _log_run(
         )
     if parent is not None:
         run = tracker.start_run(
-            parent, run_name="lr-finder", tags=tags, params=params, config_yaml=OmegaConf.to_yaml(cfg)
+            parent, run_name="lr-finder", tags=tags, params=params, config_yaml=masked_yaml(cfg)
         )
     else:
         run_id = tracker.client.create_run(tracker.experiment_id, run_name="lr-finder", tags=tags).info.run_id
-        tracker.client.log_batch(run_id, params=[Param(k, str(v)) for k, v in params.items()])
+        tracker.client.log_batch(run_id, params=[Param(k, str(mask_value(k, v))) for k, v in params.items()])
         run = TrialRun(tracker, run_id)
     metrics = {"suggested_lr": result.suggestion, "spread": result.spread}
     for rule in RULES:

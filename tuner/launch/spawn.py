@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from tuner.launch import check_launcher
 from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.worker import error_path, secret_env
+from tuner.study_name import check_study_name
 
 
 @dataclass
@@ -81,6 +82,7 @@ def prestart(cfg: DictConfig) -> Workers | None:
     if cfg.mode != "tune" or cfg.launcher.get("name") != "local":
         return None
     try:
+        check_study_name(cfg.study.name)  # the log folder is made under it
         check_launcher(cfg)
         plans = plan_local(cfg)
     except Exception:  # reported, with its key, by the checks that follow

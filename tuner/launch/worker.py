@@ -72,10 +72,21 @@ def _die_with_parent() -> None:
 
 
 def work(payload: str, *, name: str, threads: int | None = None, error_file: Path | None = None) -> int:
-    """Runs the study loop as one worker until the study reaches its total; the exit code."""
+    """Runs the study loop as one worker until the study reaches its total; the exit code.
+
+    Its output, the worker's log, is masked as the command's is.
+    """
+    from tuner.secrets import masked_output
+
+    with masked_output():
+        return _work(payload, name=name, threads=threads, error_file=error_file)
+
+
+def _work(payload: str, *, name: str, threads: int | None, error_file: Path | None) -> int:
     from tuner._quiet import quiet_libraries
     from tuner.config import validate
     from tuner.progress import StudyProgress
+    from tuner.secrets import mask_stored
     from tuner.stopping import raise_interrupt
     from tuner.tune import tune
 
@@ -101,7 +112,9 @@ def work(payload: str, *, name: str, threads: int | None = None, error_file: Pat
         print(f"error: {error}", file=sys.stderr, flush=True)
         if error_file is not None:
             error_file.write_text(
-                json.dumps({"key": error.key, "value": error.value, "fix": error.fix}, default=str)
+                json.dumps(
+                    mask_stored({"key": error.key, "value": error.value, "fix": error.fix}), default=str
+                )
             )
         return 2
     if result.stopped_because:

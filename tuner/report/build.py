@@ -26,6 +26,7 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.secrets import mask_secrets
 from tuner.ties import plateau, raw_value
 from tuner.widen import history, short
 
@@ -80,8 +81,9 @@ def write_report(
     command = _reproduce(doc, data, cfg)
     _plots(doc, artifacts)
     md, page = out / "report.md", out / "report.html"
-    md.write_text(doc.markdown())
-    page.write_text(doc.html())
+    # Written to disk and logged to MLflow: the reasons and commands it quotes are masked.
+    md.write_text(mask_secrets(doc.markdown()))
+    page.write_text(mask_secrets(doc.html()))
     if client is not None and data.parent_run_id is not None:
         client.log_artifacts(data.parent_run_id, str(plots_dir), "plots")
         client.log_artifact(data.parent_run_id, str(md), "report")
