@@ -78,7 +78,8 @@ def test_a_branch_leaves_the_state_exactly_as_before(compose_cfg, optimizer):
     result = probe.run(net, opt, scheduler, lambda: evaluate(net, datamodule.val_dataloader()), step=30)
     _same(before, _state(net, opt, scheduler))
     assert result.length == 10 and result.run_length == 40  # max(min_steps, 0.2 * 30)
-    assert result.metrics["val_acc"] != evaluate(net, datamodule.val_dataloader())["val_acc"]
+    # the branch trained: its loss moved (the accuracy of a tiny split may not)
+    assert result.metrics["val_loss"] != evaluate(net, datamodule.val_dataloader())["val_loss"]
 
 
 def test_a_trial_with_probes_trains_exactly_as_without(compose_cfg):
