@@ -87,7 +87,11 @@ def tune(
     _reseed(cfg, specs, study, worker=worker is not None)
     total = int(cfg.study.n_trials)
     progress.start(
-        study=study.study_name, total=total, done=count_finished(study), storage=storage_label(cfg)
+        study=study.study_name,
+        total=total,
+        done=count_finished(study),
+        storage=storage_label(cfg),
+        existing=study,
     )
     started = time.monotonic()
     failures, stopped, fault, waiting = 0, None, None, False
