@@ -81,3 +81,25 @@ def failure_summary(study: optuna.Study, *, failures: int, limit_key: str) -> st
         "command to resume"
     )
     return "\n".join(lines)
+
+
+def no_result(study: optuna.Study) -> str | None:
+    """Why a study that ended without one complete trial has no result (None: it has one).
+
+    Such a study spent its budget on failures: it must not end as done (exit code 0)
+    with an empty table. One line, with the first failure's reason.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not trials or any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        return None
+    ended = [t for t in trials if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)]
+    if not ended:
+        return None
+    first = ended[0]
+    reason = mask_secrets(str(first.user_attrs.get("reason", "no reason recorded")).splitlines()[0])[:300]
+    counts = ", ".join(
+        f"{sum(t.state == state for t in ended)} {state.name.lower()}"
+        for state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
+        if any(t.state == state for t in ended)
+    )
+    return f"no trial completed ({counts}); the first, trial {first.number}, ended {first.state.name}: {reason}"

@@ -32,7 +32,7 @@ from tuner.finder.narrow import narrow_from_finder
 from tuner.lr_plots import planned_lrs
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
-from tuner.resilience import StorageGuard, failure_summary
+from tuner.resilience import StorageGuard, failure_summary, no_result
 from tuner.secrets import masked_yaml
 from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
@@ -186,8 +186,10 @@ def tune(
         raise
     report = None
     complete = count_finished(study) >= total and count_started(study) <= total
+    if worker is None:
+        fault = fault or no_result(study)
     if worker is None or (finish_study and complete):
-        report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
+        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
     else:
         warn_unlogged(tracker.close(timeout=opened.flush))
     return StudyResult(study, tracker.uri, parent, stopped, report, fault)
