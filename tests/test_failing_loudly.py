@@ -20,7 +20,7 @@ def test_a_study_whose_every_trial_failed_exits_3_with_the_first_reason(tmp_path
     assert code == 3, out + err
     lines = [line for line in err.splitlines() if line.startswith("stopped:")]
     assert lines == [
-        "stopped: no trial completed (3 fail); the first, trial 0, ended FAIL: RuntimeError: boom in user code"
+        "stopped: no trial completed (3 failed); the first failure, trial 0: RuntimeError: boom in user code"
     ]
     assert "Traceback" not in out + err and "Warning" not in out + err
     study = load_study(tmp_path / "runs", "all-fail")

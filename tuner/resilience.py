@@ -84,22 +84,18 @@ def failure_summary(study: optuna.Study, *, failures: int, limit_key: str) -> st
 
 
 def no_result(study: optuna.Study) -> str | None:
-    """Why a study that ended without one complete trial has no result (None: it has one).
+    """Why a study that failed trials and completed none has no result (None: it has one).
 
     Such a study spent its budget on failures: it must not end as done (exit code 0)
-    with an empty table. One line, with the first failure's reason.
+    with an empty table. One line, with the first failure's reason. A study whose trials
+    were all pruned (every LR diverged) has an answer, and is not one of these.
     """
     trials = study.get_trials(deepcopy=False)
-    if not trials or any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    if not failed or any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
         return None
-    ended = [t for t in trials if t.state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)]
-    if not ended:
-        return None
-    first = ended[0]
+    first = failed[0]
     reason = mask_secrets(str(first.user_attrs.get("reason", "no reason recorded")).splitlines()[0])[:300]
-    counts = ", ".join(
-        f"{sum(t.state == state for t in ended)} {state.name.lower()}"
-        for state in (optuna.trial.TrialState.FAIL, optuna.trial.TrialState.PRUNED)
-        if any(t.state == state for t in ended)
-    )
-    return f"no trial completed ({counts}); the first, trial {first.number}, ended {first.state.name}: {reason}"
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    counts = f"{len(failed)} failed" + (f", {pruned} pruned" if pruned else "")
+    return f"no trial completed ({counts}); the first failure, trial {first.number}: {reason}"
