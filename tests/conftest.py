@@ -123,7 +123,9 @@ def running_anywhere(root: Path, name: str) -> list[str]:
     storage = JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
     if name in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
         study = optuna.load_study(study_name=name, storage=storage)
-        left += [f"optuna trial {t.number}" for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+        left += [
+            f"optuna trial {t.number}" for t in study.trials if t.state == optuna.trial.TrialState.RUNNING
+        ]
     client = mlflow.MlflowClient(local_uri(root))
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:

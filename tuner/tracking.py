@@ -12,10 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -144,6 +143,19 @@ class Tracker:
             self.client.log_batch(run.info.run_id, params=_params(dict(params), start))
         return run.info.run_id
 
+    def running_trial_runs(self, parent_id: str) -> list[Any]:
+        """The trial runs of a parent run that are still RUNNING."""
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial' "
+                    "and attributes.status = 'RUNNING'"
+                ),
+                max_results=10000,
+            )
+        )
+
     def start_trial(
         self, parent_id: str, *, study_name: str, number: int, params: Mapping[str, Any], config_yaml: str
     ) -> TrialRun:
@@ -251,6 +263,15 @@ class Tracker:
             self.log_text(run_id, best_config_yaml, "best_config.yaml")
         self.end_run(run_id, "FINISHED")
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: writes submitted after it are not sent."""
+        return self._writer.closing
+
+    def drain(self, *, timeout: float) -> bool:
+        """Waits until every write so far is sent; False if ``timeout`` s passed first."""
+        return self._writer.drain(timeout=timeout)
+
     def close(self, *, timeout: float = 60.0) -> list[str]:
         """Sends every pending write; returns what could not be logged, one line each.
 
@@ -346,6 +367,11 @@ class TrialRun:
         for start in range(0, len(metrics), _BATCH):
             self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
+    def flush_steps(self) -> None:
+        """Sends the steps since the last thinned point: at the run's end, and before
+        Optuna is told a trial's result, so that a kill after the tell loses none."""
+        self._send_steps(*self._thinner.rest())
+
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         self.tracker.log_metrics(self.run_id, step, metrics)
 
@@ -355,32 +381,23 @@ class TrialRun:
     def log_artifact(self, path: Path) -> None:
         self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
 
-    def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
-        """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
+    def log_lr_curve(self, *, plan: Mapping[str, Any] | None, title: str) -> None:
+        """Plots the LR recorded at every step taken (and the planned one, from
+        :func:`tuner.lr_plots.lr_plan`) to ``lr_curve.png``.
 
-        The tracker's thread asks the sidecar process (:mod:`tuner.sidecar`) to draw it,
-        so neither the next trial nor the training loop (through the GIL) waits for matplotlib.
+        A write like the others, kept in the spool as data: the tracker's thread computes
+        the planned curve and asks the sidecar process (:mod:`tuner.sidecar`) to draw it, so
+        neither the next trial nor the training loop (through the GIL) waits for matplotlib.
         """
         steps, lrs = list(self._lr_steps), list(self._lrs)
-
-        def write() -> None:
-            path = self.tracker.sidecar.plot_lr(
-                Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
-                title=title,
-                planned=planned() if planned is not None else None,
-                steps=steps,
-                lrs=lrs,
-            )
-            # Sent as its own write, so it is kept in the spool (and its folder removed once sent).
-            self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path), "remove": True}))
-
-        self.tracker._writer.submit(Op("local", self.run_id, call=write))
+        data = {"title": title, "plan": dict(plan) if plan else None, "steps": steps, "lrs": lrs}
+        self.tracker._writer.submit(Op("plot", self.run_id, data))
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
     ) -> None:
         """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
-        self._send_steps(*self._thinner.rest())  # the steps since the last point
+        self.flush_steps()
         tags = {STATE_TAG: state, **({REASON_TAG: reason} if reason else {})}
         final = dict(extra or {})
         if value is not None:
