@@ -7,7 +7,8 @@ Each construction of the model is numbered by a file ``built-<n>`` in ``$TUNER_T
 - ``ok``: trains normally;
 - ``raise``: raises a RuntimeError from ``forward`` after a few steps;
 - ``oom``: raises ``torch.cuda.OutOfMemoryError`` the same way (CUDA out of memory, on CPU);
-- ``nan``: returns NaN outputs, so the loss is NaN.
+- ``nan``: returns NaN outputs, so the loss is NaN;
+- ``crash``: the process dies of SIGSEGV after a few steps (a native crash, nothing to catch).
 
 If a file ``hold-<n>`` exists, construction n waits for ``go-<n>``: a test can act
 (stop a server) at a known point of the study.
@@ -16,6 +17,7 @@ If a file ``hold-<n>`` exists, construction n waits for ``go-<n>``: a test can a
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -58,6 +60,8 @@ class Scripted(nn.Module):
                 raise RuntimeError("boom in user code")
             if self.mode == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.mode == "crash":
+                os.kill(os.getpid(), signal.SIGSEGV)
         if self.mode == "nan":
             return out * float("nan")
         return out
