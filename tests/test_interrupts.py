@@ -88,3 +88,32 @@ def test_a_double_ctrl_c_in_the_report_stops_at_once_and_the_rerun_writes_it(tmp
     assert rerun.returncode == 0, rerun.stderr
     assert (tmp_path / "runs" / "studies" / "report" / "report.md").exists()
     assert_whole(tmp_path, "report", finished=2)
+
+
+def test_starting_over_keeps_the_old_studys_runs_apart_and_out_of_the_report(tmp_path, run_cli):
+    first = (*TINY, "study.name=over")
+    assert run_cli(*first, "report.enabled=false")[0] == 0
+    code, out, err = run_cli(*TINY, "study.name=over", "trainer.max_steps=40", "study.resume=false")
+    assert code == 0, out + err
+    assert "kept apart, under the parent run 'over (replaced)'" in out
+    uri = local_uri(tmp_path / "runs")
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name("over").experiment_id
+    parents = {
+        r.data.tags["tuner.study"]: r for r in client.search_runs([experiment], "tags.`tuner.role` = 'study'")
+    }
+    assert set(parents) == {"over", "over (replaced)"}
+    new, old = parents["over"], parents["over (replaced)"]
+    assert new.data.params["trainer.max_steps"] == "40" and old.data.params["trainer.max_steps"] == "60"
+    assert old.info.run_name == "over (replaced)"
+    # Each study's trial runs sit under its own parent; the report names only the new ones.
+    runs = client.search_runs([experiment], "tags.`tuner.role` = 'trial' and tags.`tuner.study` = 'over'")
+    assert sorted(r.data.tags["tuner.trial"] for r in runs) == ["0", "1"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs} == {new.info.run_id}
+    old_runs = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{old.info.run_id}'")
+    assert len(old_runs) == 2 and all(r.data.tags["tuner.replaced"] == "true" for r in old_runs)
+    report = (tmp_path / "runs" / "studies" / "over" / "report.md").read_text()
+    assert all(r.info.run_id not in report for r in [old, *old_runs])
+    assert f"parent run `{new.info.run_id}`" in report
+    assert "trainer.max_steps=40" in report  # "Reproduce the best trial" builds the new study's config
+    assert running_anywhere(tmp_path / "runs", "over") == []

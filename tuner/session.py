@@ -68,6 +68,12 @@ class Tracked:
     population: tuple[int, Callable[..., Any] | None]
 
 
+def study_key(study: optuna.Study) -> str:
+    """What tells this Optuna study from an earlier one of the same name: its storage id
+    (a study replaced with ``study.resume=false`` gets a new one)."""
+    return str(study._study_id)
+
+
 def sidecar_wanted(cfg: DictConfig) -> bool:
     """``tracking.sidecar``: true / false, or auto: on when a core is left free by the trials.
 
@@ -113,7 +119,7 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
         sidecar=sidecar_wanted(cfg),
         log_every=int(cfg.tracking.get("log_every_n_steps") or 1),
     )
-    parent = tracker.parent_run(name, params=flat_params(cfg))
+    parent = tracker.parent_run(name, params=flat_params(cfg), study_key=study_key(study))
     flush = float(cfg.tracking.get("flush_timeout", 60))
     mend_after_crash(cfg, study, tracker, parent, flush=flush)
     return Tracked(

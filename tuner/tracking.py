@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Param, RunStatus, ViewType
+from mlflow.entities import Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from tuner.preflight import probe_server
@@ -45,6 +45,8 @@ ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
     "tuner.state",
     "tuner.reason",
 )
+#: The Optuna study a parent run belongs to, and the mark of a replaced study's runs.
+STUDY_KEY_TAG, REPLACED_TAG = "tuner.study_key", "tuner.replaced"
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
 
 
@@ -121,27 +123,56 @@ class Tracker:
             if replayed:
                 print(f"note: sending {replayed} MLflow writes kept from an earlier run of this study")
 
-    def parent_run(self, study_name: str, *, params: Mapping[str, Any]) -> str:
-        """The study's parent run: the one made by an earlier run of the study, or a new one."""
+    def parent_run(self, study_name: str, *, params: Mapping[str, Any], study_key: str = "") -> str:
+        """The study's parent run: the one made by an earlier run of the study, or a new one.
+
+        ``study_key`` names the Optuna study itself (its storage id): a parent run made for
+        another study of that name (replaced with ``study.resume=false``) is set apart by
+        :meth:`set_apart` and a new one is made, so the two studies' runs never mix.
+        """
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'",
-            max_results=1,
         )
-        if runs:
-            run_id = runs[0].info.run_id
+        for found in runs:
+            if found.data.tags.get(STUDY_KEY_TAG, study_key) != study_key:
+                self.set_apart(found, study_name)
+                continue
+            run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, STUDY_KEY_TAG, study_key)
             self._writer.names[run_id] = study_name
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={ROLE_TAG: "study", STUDY_TAG: study_name},
+            tags={ROLE_TAG: "study", STUDY_TAG: study_name, STUDY_KEY_TAG: study_key},
         )
         self._writer.names[run.info.run_id] = study_name
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=_params(dict(params), start))
         return run.info.run_id
+
+    def set_apart(self, parent: Any, study_name: str) -> None:
+        """Keeps a replaced study's runs under their own, marked parent, out of the study's report.
+
+        Their ``tuner.study`` tag becomes ``<name> (replaced)`` (the report and the next runs
+        look runs up by it), the parent is renamed so, and runs left RUNNING end as KILLED.
+        """
+        replaced = f"{study_name} (replaced)"
+        nested = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+            max_results=50000,
+        )
+        for run in [parent, *nested]:
+            tags = [RunTag(STUDY_TAG, replaced), RunTag(REPLACED_TAG, "true")]
+            if run is parent:
+                tags.append(RunTag("mlflow.runName", replaced))
+            self.client.log_batch(run.info.run_id, tags=tags)
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        print(f"note: the replaced study's MLflow runs are kept apart, under the parent run '{replaced}'")
 
     def running_trial_runs(self, parent_id: str) -> list[Any]:
         """The trial runs of a parent run that are still RUNNING."""
