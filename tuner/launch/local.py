@@ -11,6 +11,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tuner import stopping
 from tuner.arms import run_arms
 from tuner.coordination import reap_dead_owners
 from tuner.errors import UserError
@@ -98,11 +99,13 @@ def run_local(
             # A worker died, yet the others ran its re-queued trial: the study is whole.
             print(f"note: {stopped}; its trial was re-queued and the study completed")
             stopped = fault = None
-    if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
-        with StudyProgress(live=False, quiet=quiet) as progress:
-            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
-    fault = fault or no_result(study)
-    report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+    # From here a Ctrl-C stops at the next safe point, a second one at once (tuner.stopping).
+    with stopping.graceful_stop():
+        if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
+            with StudyProgress(live=False, quiet=quiet) as progress:
+                run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+        fault = fault or no_result(study)
+        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
     # A fault is said once, as the command's last line (exit code 3).
     return StudyResult(study, tracker.uri, parent, None if fault else stopped, report, fault)
 
