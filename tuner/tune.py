@@ -126,8 +126,8 @@ def tune(
             tracker.set_tags(parent, {"tuner.interrupted": "true"})
             if worker is None:
                 tracker.end_run(parent, "KILLED")
-        # Sends what is pending; what is not sent by then stays in the spool for the next run.
-        warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
+            # Sends what is pending; what is not sent by then stays in the spool for the next run.
+            warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         raise
 
 
