@@ -103,10 +103,10 @@ def tune(
         existing=study,
     )
     try:
+        specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
         # A stop signal ends the study at the next safe point, from the first trial to the
         # report; a second Ctrl-C ends the process at once (see tuner.stopping).
         with stopping.graceful_stop():
-            specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
             stopped, fault = _run_trials(cfg, specs, opened, progress, worker)
             if worker is None:  # the launcher trains the arms once its workers are done
                 run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
