@@ -155,12 +155,16 @@ def mend_after_crash(
         study, max_retry=int(cfg.storage.get("max_retry") or 1), on_lost=lambda t: end_lost_run(tracker, t)
     )
     if lost:
-        print(f"note: trials {', '.join(str(t.number) for t in lost)} lost their process; re-queued")
+        print(f"note: {_trials([t.number for t in lost])} lost the process that ran them; re-queued")
     if not tracker.drain(timeout=flush):
         return  # the store is away: the next run mends them
     mended = mend_trial_runs(study, tracker, parent, metric=str(cfg.study.metric))
     if mended:
-        print(f"note: ended the MLflow runs of trials {', '.join(map(str, mended))} as Optuna recorded them")
+        print(f"note: ended the MLflow runs of {_trials(mended)} as Optuna recorded them")
+
+
+def _trials(numbers: list[int]) -> str:
+    return f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
 
 
 def mend_trial_runs(study: optuna.Study, tracker: Tracker, parent: str, *, metric: str) -> list[int]:
