@@ -117,3 +117,31 @@ def test_starting_over_keeps_the_old_studys_runs_apart_and_out_of_the_report(tmp
     assert f"parent run `{new.info.run_id}`" in report
     assert "trainer.max_steps=40" in report  # "Reproduce the best trial" builds the new study's config
     assert running_anywhere(tmp_path / "runs", "over") == []
+
+
+def test_a_trial_run_left_running_gets_optunas_result_and_reported_values(tmp_path):
+    """What a rerun does when the spool lacked a run's end and its validation metrics."""
+    from tuner.session import mend_trial_runs
+    from tuner.tracking import Tracker
+
+    study = optuna.create_study(direction="maximize")
+    trial = study.ask()
+    for step, value in ((20, 0.3), (40, 0.5)):
+        trial.report(value, step)
+    tracker = Tracker(local_uri(tmp_path), experiment="mend", spool_dir=tmp_path / "spool", sidecar=False)
+    parent = tracker.parent_run("mend", params={})
+    run = tracker.start_trial(parent, study_name="mend", number=0, params={"lr": 0.1}, config_yaml="")
+    for key, value in {"steps": 40, "test_acc": 0.45, "reason": "done"}.items():
+        trial.set_user_attr(key, value)
+    study.tell(trial, 0.5)  # ... and the process is killed before the run's end
+    assert tracker.drain(timeout=60)
+    assert mend_trial_runs(study, tracker, parent, metric="val_acc") == [0]
+    assert tracker.close(timeout=60) == []
+    client = mlflow.MlflowClient(local_uri(tmp_path))
+    ended = client.get_run(str(run.mlflow_id))
+    assert (ended.info.status, ended.data.tags["tuner.state"]) == ("FINISHED", "COMPLETE")
+    assert ended.data.metrics["value"] == 0.5 and ended.data.metrics["test_acc"] == 0.45
+    assert ended.data.tags["tuner.reason"] == "done"
+    history = client.get_metric_history(ended.info.run_id, "val_acc")
+    assert sorted((m.step, m.value) for m in history) == [(20, 0.3), (40, 0.5)]
+    assert mend_trial_runs(study, tracker, parent, metric="val_acc") == []  # nothing left RUNNING
