@@ -51,6 +51,15 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str,
     return run
 
 
+@pytest.fixture
+def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """Sets what each construction of the scripted model does (0 is the tuner's check build)."""
+    folder = tmp_path / "script"
+    folder.mkdir()
+    monkeypatch.setenv("TUNER_TEST_DIR", str(folder))
+    return lambda *modes: monkeypatch.setenv("TUNER_TEST_SCRIPT", ",".join(("ok", *modes)))
+
+
 def run_subprocess(
     *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
@@ -100,3 +109,26 @@ def slurm_env() -> Iterator[dict[str, str]]:
 def logged_points(steps: int, every: int = 10) -> int:
     """Points a run of ``steps`` steps logs per curve (``tracking.log_every_n_steps``)."""
     return len({s for s in range(steps) if s % every == 0} | {steps - 1})
+
+
+def running_anywhere(root: Path, name: str) -> list[str]:
+    """What a study left RUNNING: its Optuna trials and the MLflow runs of its experiment."""
+    import mlflow
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    from tuner.tracking import local_uri
+
+    left = []
+    storage = JournalStorage(JournalFileBackend(str(root / "optuna.journal")))
+    if name in [s.study_name for s in optuna.get_all_study_summaries(storage)]:
+        study = optuna.load_study(study_name=name, storage=storage)
+        left += [
+            f"optuna trial {t.number}" for t in study.trials if t.state == optuna.trial.TrialState.RUNNING
+        ]
+    client = mlflow.MlflowClient(local_uri(root))
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        runs = client.search_runs([experiment.experiment_id], filter_string="attributes.status = 'RUNNING'")
+        left += [f"mlflow run {r.info.run_name}" for r in runs]
+    return left

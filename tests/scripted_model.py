@@ -10,6 +10,7 @@ Each construction of the model is numbered by a file ``built-<n>`` in ``$TUNER_T
 - ``nan``: returns NaN outputs, so the loss is NaN;
 - ``leak``: raises a ConnectionError quoting a database URL with a password (``LEAK_URL``),
   as a model reading features from a database would.
+- ``crash``: the process dies of SIGSEGV after a few steps (a native crash, nothing to catch).
 
 If a file ``hold-<n>`` exists, construction n waits for ``go-<n>``: a test can act
 (stop a server) at a known point of the study.
@@ -18,6 +19,7 @@ If a file ``hold-<n>`` exists, construction n waits for ``go-<n>``: a test can a
 from __future__ import annotations
 
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -67,6 +69,8 @@ class Scripted(nn.Module):
                 raise ConnectionError(f"could not reach {LEAK_URL}")
             if self.mode == "oom":
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            if self.mode == "crash":
+                os.kill(os.getpid(), signal.SIGSEGV)
         if self.mode == "nan":
             return out * float("nan")
         return out

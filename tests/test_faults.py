@@ -21,15 +21,6 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}
 C, P, F = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL)
 
 
-@pytest.fixture
-def script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Sets what each construction of the scripted model does (0 is the tuner's check build)."""
-    folder = tmp_path / "script"
-    folder.mkdir()
-    monkeypatch.setenv("TUNER_TEST_DIR", str(folder))
-    return lambda *modes: monkeypatch.setenv("TUNER_TEST_SCRIPT", ",".join(("ok", *modes)))
-
-
 def load_study(root: Path, name: str) -> optuna.Study:
     return optuna.load_study(
         study_name=name, storage=JournalStorage(JournalFileBackend(str(root / "optuna.journal")))

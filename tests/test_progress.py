@@ -87,3 +87,14 @@ def test_live_mode_draws_a_panel_with_counts_best_and_eta(tmp_path, compose_cfg)
 def test_a_pipe_never_gets_the_live_panel(quiet):
     progress = StudyProgress(stream=io.StringIO(), quiet=quiet)
     assert not progress.live
+
+
+def test_a_resumed_study_with_nothing_left_sums_up_its_earlier_trials(tmp_path, run_cli):
+    args = (*TINY, "report.enabled=false", "study.name=resumed")
+    assert run_cli(*args)[0] == 0
+    code, out, err = run_cli(*args)
+    assert code == 0, out + err
+    counts, best = _expected(tmp_path, "resumed")
+    assert "resuming with 2 finished" in out
+    assert f"study resumed: 2/2 done | {_counts_text(counts)} | {best}" in out
+    assert "none yet" not in out and "no trial run" not in out

@@ -25,7 +25,12 @@ def exit_now(code: int | None) -> NoReturn:
     # non-daemon thread. Joining before those hooks would wait on idle pool threads forever.
     threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
+    flush_streams()
+    os._exit(code or 0)
+
+
+def flush_streams() -> None:
+    """Flushes stdout and stderr before an ``os._exit``, which would drop what they buffer."""
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
             stream.flush()
-    os._exit(code or 0)

@@ -93,7 +93,7 @@ def run_arms(
     progress: StudyProgress,
 ) -> None:
     """Trains the arms not trained yet, then logs the comparison to the parent run."""
-    from tuner.lr_plots import planned_lrs
+    from tuner.lr_plots import lr_plan
     from tuner.objective import run_trial
 
     names = arm_names(cfg)
@@ -111,7 +111,7 @@ def run_arms(
         except UserError:
             run.end("FAIL", value=None, reason="configuration error")
             raise
-        run.log_lr_curve(planned=planned_lrs(arm), title=f"LR-free arm {name}")
+        run.log_lr_curve(plan=lr_plan(arm), title=f"LR-free arm {name}")
         if outcome.error:
             run.log_text(outcome.error, "traceback.txt")
         run.end(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.errors import StudyStopped, UserError, as_user_error
+from tuner.errors import INTERRUPTED, StudyStopped, UserError, as_user_error
 from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
@@ -328,7 +328,7 @@ def _main(argv: list[str] | None, *, check_only: bool) -> int:
             return 0
         return _run(cfg, quiet="--quiet" in flags)
     except KeyboardInterrupt:
-        print("interrupted: finished trials are kept; run the same command to resume", file=sys.stderr)
+        print(INTERRUPTED, file=sys.stderr)
         return 130
     except StudyStopped as exc:
         if debug:

@@ -10,12 +10,16 @@ Three rules keep the study exact:
 * ``reap_stale``: a RUNNING trial silent for longer than the grace period lost its worker;
   it is marked FAIL, re-queued (Optuna's ``RetryHeartbeatStaleTrialCallback``) and its MLflow run
   is ended as KILLED by whoever notices first.
+* ``reap_dead_owners``: a RUNNING trial whose process (``owner``, recorded on the trial) was
+  on this machine and has ended (killed, a second Ctrl-C) is lost at once, heartbeat or not.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import os
+import socket
 import time
 from collections.abc import Callable, Iterable
 
@@ -26,6 +30,8 @@ from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_h
 from optuna.storages._heartbeat import is_heartbeat_enabled as _heartbeat_enabled
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from tuner.spool_files import process_alive
 
 HEARTBEAT_ATTR = "tuner.heartbeat"
 SURPLUS_ATTR = "tuner.surplus"
@@ -118,6 +124,39 @@ def reap_stale(
     for trial in lost:
         if retry is not None:
             retry(study, trial)
+        if on_lost is not None:
+            on_lost(trial)
+    return lost
+
+
+def this_process(name: str = "main") -> dict[str, object]:
+    """Who runs a trial (its ``worker`` user attribute): a name, the host and the pid."""
+    return {"name": name, "host": socket.gethostname(), "pid": os.getpid()}
+
+
+def reap_dead_owners(
+    study: optuna.Study, *, max_retry: int, on_lost: Callable[[FrozenTrial], None] | None = None
+) -> list[FrozenTrial]:
+    """Fails and re-queues the RUNNING trials whose process, on this machine, has ended.
+
+    Without a heartbeat (or before its grace period) nothing else would: a study killed
+    mid-trial kept that trial RUNNING for good, and its MLflow run with it.
+    """
+    host = socket.gethostname()
+    lost = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = trial.user_attrs.get("worker") or {}
+        pid = owner.get("pid")
+        if owner.get("host") != host or not isinstance(pid, int) or pid == os.getpid() or process_alive(pid):
+            continue
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, "reason", f"lost: its process {pid} ended")
+            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+                continue
+        except UpdateFinishedTrialError:
+            continue  # another process reaped it first
+        requeue(study, trial._trial_id, max_retry=max_retry)
+        lost.append(trial)
         if on_lost is not None:
             on_lost(trial)
     return lost

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: What an interrupted command prints last (exit code 130).
+INTERRUPTED = "interrupted: finished trials are kept; run the same command to resume"
+
 
 class UserError(Exception):
     """Bad input the person must fix; the CLI prints it as one line and exits with 2.

@@ -10,6 +10,7 @@ import csv
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -18,14 +19,27 @@ from tuner.lr_figure import plot_lr
 from tuner.schedules import lr_curve, warmup_length
 
 
-def planned_lrs(cfg: DictConfig) -> Callable[[], list[float]]:
-    """The closed-form LR of every step of a config's run (``optimizer.lr`` times the schedule).
+def lr_plan(cfg: DictConfig) -> dict[str, Any]:
+    """What fixes a config's planned LR curve, as plain data (kept in the tracking spool)."""
+    return {
+        "peak": float(cfg.optimizer.lr),
+        "schedule": plain(cfg.schedule),
+        "total": int(cfg.trainer.max_steps),
+    }
 
-    Returned as a function so the tracker's thread, not the study loop, computes it.
+
+def plan_lrs(plan: dict[str, Any]) -> list[float]:
+    """The closed-form LR of every step of a :func:`lr_plan` (``optimizer.lr`` times the schedule).
+
     For plateau it is the warmup then the peak: reductions depend on the metric.
     """
-    peak, schedule, total = float(cfg.optimizer.lr), plain(cfg.schedule), int(cfg.trainer.max_steps)
-    return lambda: [peak * m for m in lr_curve(schedule, total)]
+    return [float(plan["peak"]) * m for m in lr_curve(plan["schedule"], int(plan["total"]))]
+
+
+def planned_lrs(cfg: DictConfig) -> Callable[[], list[float]]:
+    """:func:`plan_lrs` of a config, as a function to call later."""
+    plan = lr_plan(cfg)
+    return lambda: plan_lrs(plan)
 
 
 def draw_schedule(cfg: DictConfig) -> tuple[Path, Path]:

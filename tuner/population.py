@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import traceback
 from collections.abc import Sequence
+from functools import partial
 
 import optuna
 import pytorch_lightning as pl
@@ -23,6 +24,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
+from tuner.coordination import this_process
 from tuner.devices import world_size
 from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
@@ -256,6 +258,8 @@ def population_step(
             trial = guard("asking for a trial", study.ask)
             if is_surplus(cfg, study, trial):
                 break
+            # Who runs it: a later run on this machine sees when this process is gone.
+            guard("saving the trial's worker", partial(trial.set_user_attr, "worker", this_process()))
             try:
                 trial_cfg, run = start_trial(cfg, specs, trial, tracker, parent, progress, guard=guard)
             except UserError:

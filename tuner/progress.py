@@ -71,15 +71,29 @@ class StudyProgress:
         self._done_at_start = 0
         self._started = time.monotonic()
         self._states: Counter[str] = Counter()
+        #: Finished trials of earlier runs of the study, by state.
+        self._earlier: Counter[str] = Counter()
         self._running: tuple[int, dict[str, Any], float] | None = None
         self._best: tuple[float, int, Any] | None = None
         self._live: Live | None = None
 
     # -- the interface tune() calls ------------------------------------------------------
 
-    def start(self, *, study: str, total: int, done: int, storage: str) -> None:
-        """The study opened: its name, total, trials already finished and where it lives."""
+    def start(
+        self, *, study: str, total: int, done: int, storage: str, existing: optuna.Study | None = None
+    ) -> None:
+        """The study opened: its name, total, trials already finished and where it lives.
+
+        ``existing``: the study as it stands, so that the counts and the best trial shown
+        include the trials of earlier runs (a resumed study that needs none would
+        otherwise end on "no trial run | best none yet" above a table of its best).
+        """
         self.study, self.total, self._done_at_start = study, total, done
+        if existing is not None:
+            self._earlier = Counter(
+                t.state.name for t in existing.get_trials(deepcopy=False) if t.state.is_finished()
+            )
+            self._note_best(existing)
         self._started = time.monotonic()
         resumed = f", resuming with {done} finished" if done else ""
         self._print(f"study {study}: {total} trials{resumed} (storage {storage})")
@@ -107,9 +121,7 @@ class StudyProgress:
         """A trial ended (``outcome.state``, ``.value``, ``.reason``)."""
         self._states[outcome.state] += 1
         self._running = None
-        best = best_trials(study, top=1)
-        if best:
-            self._best = (float(raw_value(best[0]) or 0.0), best[0].number, best[0].params.get("lr"))
+        self._note_best(study)
         if self.quiet:
             return
         value = "-" if outcome.value is None else _fmt(outcome.value)
@@ -124,6 +136,11 @@ class StudyProgress:
             f"{head} | {self._counts()} | best {self._best_text()} | "
             f"{self.elapsed:.0f}s elapsed, ~{self.eta:.0f}s left"
         )
+
+    def _note_best(self, study: optuna.Study) -> None:
+        best = best_trials(study, top=1)
+        if best:
+            self._best = (float(raw_value(best[0]) or 0.0), best[0].number, best[0].params.get("lr"))
 
     def close(self) -> None:
         """Stops the live panel and prints the summary line; safe to call twice."""
@@ -163,9 +180,14 @@ class StudyProgress:
             return float("nan")
         return self.elapsed / finished * max(self.total - self.done, 0)
 
+    def _whole_study(self) -> Counter[str]:
+        return self._states + self._earlier
+
     def _counts(self) -> str:
-        order = [*_STATES, *sorted(set(self._states) - set(_STATES))]
-        return " ".join(f"{k.lower()} {self._states[k]}" for k in order if self._states[k])
+        """State counts of the whole study, earlier runs' trials included."""
+        states = self._whole_study()
+        order = [*_STATES, *sorted(set(states) - set(_STATES))]
+        return " ".join(f"{k.lower()} {states[k]}" for k in order if states[k])
 
     def _best_text(self) -> str:
         if self._best is None:
@@ -191,7 +213,7 @@ class StudyProgress:
             grid.add_row("running", Text(f"trial {number}: {shown} ({_clock(time.monotonic() - since)})"))
         states = Text()
         for state, colour in _STATES.items():
-            states.append(f"{state.lower()} {self._states[state]}  ", style=colour)
+            states.append(f"{state.lower()} {self._whole_study()[state]}  ", style=colour)
         grid.add_row("states", states)
         grid.add_row("best", Text(self._best_text()))
         eta = self.eta

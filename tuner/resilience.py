@@ -81,3 +81,21 @@ def failure_summary(study: optuna.Study, *, failures: int, limit_key: str) -> st
         "command to resume"
     )
     return "\n".join(lines)
+
+
+def no_result(study: optuna.Study) -> str | None:
+    """Why a study that failed trials and completed none has no result (None: it has one).
+
+    Such a study spent its budget on failures: it must not end as done (exit code 0)
+    with an empty table. One line, with the first failure's reason. A study whose trials
+    were all pruned (every LR diverged) has an answer, and is not one of these.
+    """
+    trials = study.get_trials(deepcopy=False)
+    failed = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    if not failed or any(t.state == optuna.trial.TrialState.COMPLETE for t in trials):
+        return None
+    first = failed[0]
+    reason = mask_secrets(str(first.user_attrs.get("reason", "no reason recorded")).splitlines()[0])[:300]
+    pruned = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    counts = f"{len(failed)} failed" + (f", {pruned} pruned" if pruned else "")
+    return f"no trial completed ({counts}); the first failure, trial {first.number}: {reason}"

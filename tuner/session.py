@@ -15,15 +15,18 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
+from tuner import stopping
+from tuner._testpoint import point
 from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, plain
+from tuner.coordination import reap_dead_owners
 from tuner.preflight import check_population, check_services
 from tuner.resilience import StorageGuard
 from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished, open_study
 from tuner.ties import raw_value
-from tuner.tracking import Tracker, TrialRun, local_uri
+from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, local_uri
 
 
 def tracking_uri(cfg: DictConfig) -> str:
@@ -64,6 +67,12 @@ class Tracked:
     flush: float
     #: Trials per fit (``study.population``) and the step that trains them; (1, None) if off.
     population: tuple[int, Callable[..., Any] | None]
+
+
+def study_key(study: optuna.Study) -> str:
+    """What tells this Optuna study from an earlier one of the same name: its storage id
+    (a study replaced with ``study.resume=false`` gets a new one)."""
+    return str(study._study_id)
 
 
 def sidecar_wanted(cfg: DictConfig) -> bool:
@@ -111,8 +120,9 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
         sidecar=sidecar_wanted(cfg),
         log_every=int(cfg.tracking.get("log_every_n_steps") or 1),
     )
-    parent = tracker.parent_run(name, params=flat_params(cfg))
+    parent = tracker.parent_run(name, params=flat_params(cfg), study_key=study_key(study))
     flush = float(cfg.tracking.get("flush_timeout", 60))
+    mend_after_crash(cfg, study, tracker, parent, flush=flush)
     return Tracked(
         study, tracker, parent, datamodule, was_new, StorageGuard.from_config(cfg), flush, population
     )
@@ -123,13 +133,68 @@ def storage_label(cfg: DictConfig) -> str:
     return mask_secrets(str(cfg.storage.get("url") or cfg.storage.get("path") or "memory"))
 
 
-def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: object) -> None:
+def end_lost_run(tracker: Tracker, trial: optuna.trial.FrozenTrial, *, grace: object = None) -> None:
     """Ends the MLflow run of a trial whose worker died, so it does not stay RUNNING."""
     run_id = trial.user_attrs.get("mlflow_run_id")
+    lost = f"no heartbeat for {grace} s" if grace is not None else "its process ended"
     if run_id:
         TrialRun(tracker, str(run_id)).end(
-            "KILLED", value=None, reason=f"worker lost: no heartbeat for {grace} s; trial re-queued"
+            "KILLED", value=None, reason=f"worker lost: {lost}; trial re-queued"
         )
+
+
+def mend_after_crash(
+    cfg: DictConfig, study: optuna.Study, tracker: Tracker, parent: str, *, flush: float
+) -> None:
+    """Puts MLflow in line with Optuna after an earlier run of the study was interrupted or killed.
+
+    Its spooled writes were replayed when the tracker opened (:mod:`tuner.spool`); then
+    the trials its process held are failed and re-queued, and the trial runs it left
+    RUNNING although Optuna has their result are ended as Optuna has them.
+    """
+    lost = reap_dead_owners(
+        study, max_retry=int(cfg.storage.get("max_retry") or 1), on_lost=lambda t: end_lost_run(tracker, t)
+    )
+    if lost:
+        print(f"note: {_trials([t.number for t in lost])} lost the process that ran them; re-queued")
+    if not tracker.drain(timeout=flush):
+        return  # the store is away: the next run mends them
+    mended = mend_trial_runs(study, tracker, parent, metric=str(cfg.study.metric))
+    if mended:
+        print(f"note: ended the MLflow runs of {_trials(mended)} as Optuna recorded them")
+
+
+def _trials(numbers: list[int]) -> str:
+    return f"trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))}"
+
+
+def mend_trial_runs(study: optuna.Study, tracker: Tracker, parent: str, *, metric: str) -> list[int]:
+    """Ends the trial runs left RUNNING whose Optuna trial has ended; their trial numbers.
+
+    Each gets Optuna's state, value, reason and final metrics, and the trial's reported
+    ``metric`` values if the run has none of them.
+    """
+    mended = []
+    trials = study.get_trials(deepcopy=False)
+    for run in tracker.running_trial_runs(parent):
+        number = int(run.data.tags.get(TRIAL_TAG, -1))
+        if not 0 <= number < len(trials) or not trials[number].state.is_finished():
+            continue
+        trial = trials[number]
+        trial_run = TrialRun(tracker, run.info.run_id)
+        if trial.intermediate_values and metric not in run.data.metrics:
+            for step, value in sorted(trial.intermediate_values.items()):
+                trial_run.log_metrics(step, {metric: value})
+        finals = {
+            k: float(v)
+            for k, v in trial.user_attrs.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "world_size"
+        }
+        trial_run.end(
+            trial.state.name, value=trial.value, reason=trial.user_attrs.get("reason"), extra=finals
+        )
+        mended.append(number)
+    return mended
 
 
 def undo_if_fruitless(opened: Tracked) -> bool:
@@ -181,8 +246,11 @@ def finish(
         summary["stopped"] = stopped
     tracker.finish_study(parent, summary=summary, best_config_yaml=best_yaml)
     warn_unlogged(tracker.close(timeout=flush))
+    if stopping.requested():  # Ctrl-C while the summary was sent: the next run writes the report
+        raise KeyboardInterrupt(stopping.requested())
     if not (cfg.get("report") and cfg.report.enabled):
         return None
+    point("report")
     from tuner.report.build import write_report
 
     try:  # the trials are safe in the stores; a plot that fails must not hide that

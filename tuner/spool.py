@@ -1,15 +1,19 @@
-"""MLflow writes that outlive an outage: retried with backoff, kept on disk meanwhile.
+"""MLflow writes that outlive an outage or the process: kept on disk until sent.
 
-Every write of a study goes through one :class:`SpoolWriter` thread, in order. When a
-write fails and the server does not answer its health check, the writer enters an
-outage: the study goes on, every pending write is appended to a JSONL spool file
-(``<spool_dir>/<experiment>.<host>.<pid>.jsonl``) and the writer retries with an
-exponential backoff. When the server answers again the spool is sent in order and
-removed. A spool left behind (the process ended before the server came back) is sent
-by the next run of the same study on this host. A write the server rejects (the
-server answers, the write fails three times) is dropped and reported.
+Every write of a study goes through one :class:`SpoolWriter` thread, in order. Each one
+is first appended to a JSONL spool file (``<spool_dir>/<experiment>.<host>.<pid>.jsonl``),
+when it is submitted, and acknowledged there once sent: a write that the thread still
+holds (batched, queued behind a slow one, in the sidecar) when the process is
+interrupted or killed is on disk, whatever the moment. The file is removed whenever
+every write in it is sent. When a write fails and the server does not answer its health
+check, the writer enters an outage: the study goes on and the writer retries with an
+exponential backoff; when the server answers again the spool is sent in order. A spool
+left behind (the process ended first) is sent by the next run of the same study on
+this host. A write the server rejects (the server answers, the write fails three
+times) is dropped and reported.
 
-Writes are sent at least once: one in flight when the process dies is sent again.
+Writes are sent at least once: one in flight when the process dies is sent again
+(MLflow keeps one copy of a metric logged twice with the same step and time).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -26,6 +31,7 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
+from tuner._testpoint import point
 from tuner.secrets import mask_secrets
 from tuner.sidecar import ChildGone, Refused, Sidecar, write_to_store
 from tuner.spool_files import PENDING, Op, batch_group, describe, load_spool, merge_batches
@@ -42,7 +48,8 @@ class SpoolWriter:
         spool_path: The spool file of this process (None: keep pending writes in memory only).
         max_wait: Longest wait between two retries in an outage, in seconds.
         describe_store: How messages name the store (no password).
-        sidecar: Runs the writes in a child process (with its own client for ``uri``).
+        sidecar: Runs the writes and draws the LR curves in a child process (with its own
+            client for ``uri``).
         uri: The store's tracking URI, for the sidecar.
         linger: Seconds a metrics batch may wait for the next ones to go out with it
             (any other write sends them at once).
@@ -87,25 +94,29 @@ class SpoolWriter:
     # ------------------------------------------------------------------ submitting
 
     def submit(self, op: Op) -> None:
-        """Queues a write (and spools it, while an outage lasts)."""
-        if op.kind == "local" and self._spool is not None:
-            self._run_local(op)  # the store is away: do the work now, so its writes are spooled
-            return
+        """Queues a write, kept in the spool file before this returns."""
         with self._cond:
-            self._seq += 1
-            op.seq = self._seq
-            if op.kind == "create":
-                self.names[op.ref] = str(op.data.get("run_name"))
-            self._queue.append(op)
-            if self._spool is not None:
-                self._write_op(op)
+            self._queue_op(op)
             self._cond.notify_all()
+
+    def _queue_op(self, op: Op) -> None:
+        """Numbers, spools and queues a write; the caller holds the lock."""
+        self._seq += 1
+        op.seq = self._seq
+        if op.kind == "create":
+            self.names[op.ref] = str(op.data.get("run_name"))
+        self._queue.append(op)
+        self._write_op(op)
 
     def resolve(self, ref: str) -> str | None:
         """The run id behind a run reference, once the run exists."""
         if not ref.startswith(PENDING):
             return ref
         return self.ids.get(ref)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
 
     @property
     def healthy(self) -> bool:
@@ -133,7 +144,7 @@ class SpoolWriter:
                     return
                 self._wait_for_company()
                 op = self._queue[0]
-                group = batch_group(self._queue) if failures == 0 and self._spool is None else [op]
+                group = batch_group(self._queue) if failures == 0 and self.healthy else [op]
             if len(group) > 1:
                 error = self._execute(merge_batches(group))
                 if error is None:
@@ -141,7 +152,7 @@ class SpoolWriter:
                         self._done(each, sent=True)
                     continue
             error = self._execute(op)
-            if error is not None and (op.kind == "local" or op.ref in self._lost_runs):
+            if error is not None and op.ref in self._lost_runs:
                 self.errors.append(f"{describe([op], names=self.names, ids=self.ids)}: {error}")
                 self._done(op, sent=False)
                 continue
@@ -170,7 +181,6 @@ class SpoolWriter:
             if self.outage_since is None:
                 self.outage_since = time.time()
                 failures = 0
-                self._start_spool()
                 where = f"kept in {self.spool_path}" if self.spool_path else "kept in memory"
                 self._notice(
                     f"{self.store} does not answer ({reason}); the study goes on, its logs are {where} "
@@ -202,7 +212,7 @@ class SpoolWriter:
     def _execute(self, op: Op) -> str | None:
         """Runs one write; None on success, else the error as text."""
         try:
-            if op.kind in ("call", "local"):
+            if op.kind == "call":
                 assert op.call is not None
                 op.call()
                 return None
@@ -212,7 +222,10 @@ class SpoolWriter:
             run_id = self.resolve(op.ref)
             if run_id is None:
                 return f"its run {self.names.get(op.ref, op.ref)} was never created"
-            self._write(op.kind, run_id, op.data)
+            if op.kind == "plot":
+                self._plot(run_id, op.data)
+            else:
+                self._write(op.kind, run_id, op.data)
         except Refused as exc:
             return str(exc)
         except Exception as exc:  # a tracking failure must never stop the study
@@ -221,6 +234,7 @@ class SpoolWriter:
 
     def _write(self, kind: str, run_id: str | None, data: dict[str, Any]) -> str | None:
         """One write, by the sidecar process when there is one (off this process's GIL)."""
+        point(f"store-write-{kind}")
         if self.sidecar is not None and self.sidecar.alive:
             request = {"kind": "store", "uri": self.uri, "write": kind, "run_id": run_id, "data": data}
             try:
@@ -230,9 +244,30 @@ class SpoolWriter:
                 pass  # this thread writes from now on
         return write_to_store(self.client, kind, run_id, data)
 
+    def _plot(self, run_id: str, data: dict[str, Any]) -> None:
+        """Draws a trial's LR curve (in the sidecar when there is one) and sends it.
+
+        Kept in the spool as its data (the LRs of the steps taken and the planned
+        schedule), so a curve is drawn and sent even after an interrupt or a kill.
+        """
+        from tuner.lr_plots import plan_lrs
+
+        folder = Path(tempfile.mkdtemp(prefix="tuner-lr-"))
+        try:
+            kwargs = {"title": data["title"], "steps": data["steps"], "lrs": data["lrs"]}
+            planned = plan_lrs(data["plan"]) if data.get("plan") else None
+            path = folder / "lr_curve.png"
+            if self.sidecar is not None:
+                self.sidecar.plot_lr(path, planned=planned, **kwargs)
+            else:
+                from tuner.lr_figure import plot_lr
+
+                plot_lr(path, planned=planned, **kwargs)
+            self._write("artifact", run_id, {"path": str(path)})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+
     def _done(self, op: Op, *, sent: bool) -> None:
-        if op.kind == "artifact" and op.data.get("remove"):
-            shutil.rmtree(Path(op.data["path"]).parent, ignore_errors=True)
         with self._cond:
             self._queue.popleft()
             if self._spool is not None:
@@ -241,7 +276,7 @@ class SpoolWriter:
                     ack["run_id"] = self.ids[op.ref]
                 self._spool.write(json.dumps(ack) + "\n")
                 self._spool.flush()
-                if not self._queue:
+                if not self._queue:  # everything in it is sent
                     self._spool.close()
                     self._spool = None
                     assert self.spool_path is not None
@@ -250,39 +285,16 @@ class SpoolWriter:
 
     # ------------------------------------------------------------------ the spool
 
-    def _start_spool(self) -> None:
-        with self._cond:
-            if self._spool is not None or self.spool_path is None:
-                return
+    def _write_op(self, op: Op) -> None:
+        """Appends a write to the spool file (opened on the first one); the caller holds the lock."""
+        if op.kind == "call" or self.spool_path is None:
+            return  # a callable cannot be kept on disk; reported if never sent
+        if self._spool is None:
             self.spool_path.parent.mkdir(parents=True, exist_ok=True)
             self._spool = self.spool_path.open("a", encoding="utf-8")
-            for op in self._queue:
-                self._write_op(op)
-            self._spool.flush()
-        self._run_locals()
-
-    def _run_locals(self) -> None:
-        """Runs the queued local work now (the store is away), so what it writes is spooled."""
-        with self._cond:
-            pending = [op for op in list(self._queue)[1:] if op.kind == "local"]
-            self._queue = deque(op for op in self._queue if op not in pending)
-        for op in pending:
-            self._run_local(op)
-
-    def _run_local(self, op: Op) -> None:
-        try:
-            assert op.call is not None
-            op.call()
-        except Exception as exc:  # a plot that fails must not stop the study
-            self.errors.append(f"local work for MLflow failed: {type(exc).__name__}: {exc}")
-
-    def _write_op(self, op: Op) -> None:
-        if op.kind in ("call", "local"):
-            return  # a callable cannot be kept on disk; reported if never sent
-        ref = self.ids.get(op.ref, op.ref)
+        ref = op.ref if op.kind == "create" else self.ids.get(op.ref, op.ref)
         line = {"seq": op.seq, "kind": op.kind, "ref": ref, "data": op.data}
-        if op.kind == "create":
-            line["ref"] = op.ref
+        # Flushed to the OS at once: a kill -9 loses nothing written before it.
         self._spool.write(json.dumps(line) + "\n")
         self._spool.flush()
 
@@ -301,23 +313,12 @@ class SpoolWriter:
                 path.unlink(missing_ok=True)
             return 0
         with self._cond:
-            self._start_spool_unlocked()
             for op in ops:
-                self._seq += 1
-                op.seq = self._seq
-                if op.kind == "create":
-                    self.names[op.ref] = str(op.data.get("run_name"))
-                self._queue.append(op)
-                self._write_op(op)
+                self._queue_op(op)
             for path in paths:
                 path.unlink(missing_ok=True)
             self._cond.notify_all()
         return len(ops)
-
-    def _start_spool_unlocked(self) -> None:
-        if self._spool is None and self.spool_path is not None:
-            self.spool_path.parent.mkdir(parents=True, exist_ok=True)
-            self._spool = self.spool_path.open("a", encoding="utf-8")
 
     # ------------------------------------------------------------------ the end
 
@@ -334,8 +335,6 @@ class SpoolWriter:
             self._cond.notify_all()
         self._wake.set()
         self._thread.join()
-        if self._spool is not None:
-            self._run_locals()
         problems = list(self.errors)
         with self._cond:
             left = list(self._queue)

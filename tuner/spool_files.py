@@ -27,12 +27,11 @@ class Op:
 
     Attributes:
         kind: ``create`` (a run), ``batch`` (metrics, params, tags), ``text``, ``artifact``,
-            ``end`` (terminate the run), ``call`` (any callable: not kept on disk) or
-            ``local`` (a callable that makes files without the store and submits their
-            writes: run at once while the store is away, so those writes are kept).
+            ``plot`` (a trial's LR curve, drawn then sent as ``lr_curve.png``), ``end``
+            (terminate the run) or ``call`` (any callable: not kept on disk).
         ref: The run it writes to: a run id, or a placeholder of a run not yet created.
         data: The write's content (JSON-serialisable).
-        call: The callable of a ``call`` or ``local`` write.
+        call: The callable of a ``call`` write.
     """
 
     kind: str
@@ -106,6 +105,8 @@ def describe(ops: list[Op], *, names: dict[str, str], ids: dict[str, str]) -> st
         if op.kind == "batch":
             for part in ("metrics", "params", "tags"):
                 counts[part] += len(op.data.get(part, ()))
+        elif op.kind == "plot":
+            counts["artifact lr_curve.png"] += 1
         elif op.kind in ("text", "artifact"):
             counts[f"artifact {op.data.get('file') or Path(op.data['path']).name}"] += 1
         elif op.kind == "end":

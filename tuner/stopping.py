@@ -1,14 +1,20 @@
 """Stopping cleanly on Ctrl-C, SIGTERM (``scancel``, a SLURM time limit) or SIGUSR2.
 
-Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``, which would skip
-telling Optuna and MLflow how the trial ended. While a trial trains, the first signal
-only asks it to stop at the next step; the trial then ends as interrupted (failed,
-re-queued, its MLflow run KILLED) and the study stops. A second Ctrl-C stops at once.
+Lightning turns a KeyboardInterrupt inside ``fit`` into ``sys.exit(1)``, and one raised
+inside a library (OmegaConf, matplotlib) can leave it half-done and raise something
+else. So while a study runs, from its first trial to its report, the first signal only
+asks it to stop at the next safe point: a trial in training stops at the next step and
+ends as interrupted (failed, re-queued, its MLflow run KILLED), the study stops, its
+pending MLflow writes are sent. A second Ctrl-C ends the process at once, with exit code
+130 and no traceback: every MLflow write is already in the spool file
+(:mod:`tuner.spool`), which the next run sends, and that run ends the trial left running.
 """
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +22,9 @@ from types import FrameType
 from typing import Any
 
 import pytorch_lightning as pl
+
+from tuner._exit import flush_streams
+from tuner.errors import INTERRUPTED
 
 #: Signals that stop a study. SIGUSR2 is SLURM's (and submitit's) warning before the time limit.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR2)
@@ -42,8 +51,7 @@ def graceful_stop() -> Iterator[None]:
 
     def ask_to_stop(signum: int, frame: FrameType | None) -> None:
         _requested.append(signal.Signals(signum).name)
-        # A second Ctrl-C raises at once.
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGINT, stop_now)
 
     _requested.clear()
     for sig in STOP_SIGNALS:
@@ -53,6 +61,17 @@ def graceful_stop() -> Iterator[None]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def stop_now(signum: int, frame: FrameType | None) -> None:
+    """A second Ctrl-C: ends the process here, whatever it was doing, without a traceback.
+
+    Nothing is unwound: every tracking write is in the spool file already, and the trial
+    this process held is ended by the next run (:func:`tuner.coordination.reap_dead_owners`).
+    """
+    print(f"\n{INTERRUPTED} (stopped at once; the next run sends what MLflow lacks)", file=sys.stderr)
+    flush_streams()
+    os._exit(130)
 
 
 class StopOnRequest(pl.Callback):

@@ -12,15 +12,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Param, RunStatus, ViewType
+from mlflow.entities import Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 
 from tuner.preflight import probe_server
@@ -46,6 +45,8 @@ ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
     "tuner.state",
     "tuner.reason",
 )
+#: The Optuna study a parent run belongs to, and the mark of a replaced study's runs.
+STUDY_KEY_TAG, REPLACED_TAG = "tuner.study_key", "tuner.replaced"
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
 
 
@@ -122,27 +123,69 @@ class Tracker:
             if replayed:
                 print(f"note: sending {replayed} MLflow writes kept from an earlier run of this study")
 
-    def parent_run(self, study_name: str, *, params: Mapping[str, Any]) -> str:
-        """The study's parent run: the one made by an earlier run of the study, or a new one."""
+    def parent_run(self, study_name: str, *, params: Mapping[str, Any], study_key: str = "") -> str:
+        """The study's parent run: the one made by an earlier run of the study, or a new one.
+
+        ``study_key`` names the Optuna study itself (its storage id): a parent run made for
+        another study of that name (replaced with ``study.resume=false``) is set apart by
+        :meth:`set_apart` and a new one is made, so the two studies' runs never mix.
+        """
         runs = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{ROLE_TAG}` = 'study' and tags.`{STUDY_TAG}` = '{study_name}'",
-            max_results=1,
         )
-        if runs:
-            run_id = runs[0].info.run_id
+        for found in runs:
+            if found.data.tags.get(STUDY_KEY_TAG, study_key) != study_key:
+                self.set_apart(found, study_name)
+                continue
+            run_id = found.info.run_id
             self.client.update_run(run_id, status="RUNNING")
+            self.client.set_tag(run_id, STUDY_KEY_TAG, study_key)
             self._writer.names[run_id] = study_name
             return run_id
         run = self.client.create_run(
             self.experiment_id,
             run_name=study_name,
-            tags={ROLE_TAG: "study", STUDY_TAG: study_name},
+            tags={ROLE_TAG: "study", STUDY_TAG: study_name, STUDY_KEY_TAG: study_key},
         )
         self._writer.names[run.info.run_id] = study_name
         for start in range(0, len(params), 100):
             self.client.log_batch(run.info.run_id, params=_params(dict(params), start))
         return run.info.run_id
+
+    def set_apart(self, parent: Any, study_name: str) -> None:
+        """Keeps a replaced study's runs under their own, marked parent, out of the study's report.
+
+        Their ``tuner.study`` tag becomes ``<name> (replaced)`` (the report and the next runs
+        look runs up by it), the parent is renamed so, and runs left RUNNING end as KILLED.
+        """
+        replaced = f"{study_name} (replaced)"
+        nested = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'",
+            max_results=50000,
+        )
+        for run in [parent, *nested]:
+            tags = [RunTag(STUDY_TAG, replaced), RunTag(REPLACED_TAG, "true")]
+            if run is parent:
+                tags.append(RunTag("mlflow.runName", replaced))
+            self.client.log_batch(run.info.run_id, tags=tags)
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "KILLED")
+        print(f"note: the replaced study's MLflow runs are kept apart, under the parent run '{replaced}'")
+
+    def running_trial_runs(self, parent_id: str) -> list[Any]:
+        """The trial runs of a parent run that are still RUNNING."""
+        return list(
+            self.client.search_runs(
+                [self.experiment_id],
+                filter_string=(
+                    f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{ROLE_TAG}` = 'trial' "
+                    "and attributes.status = 'RUNNING'"
+                ),
+                max_results=10000,
+            )
+        )
 
     def start_trial(
         self, parent_id: str, *, study_name: str, number: int, params: Mapping[str, Any], config_yaml: str
@@ -251,6 +294,15 @@ class Tracker:
             self.log_text(run_id, best_config_yaml, "best_config.yaml")
         self.end_run(run_id, "FINISHED")
 
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called: writes submitted after it are not sent."""
+        return self._writer.closing
+
+    def drain(self, *, timeout: float) -> bool:
+        """Waits until every write so far is sent; False if ``timeout`` s passed first."""
+        return self._writer.drain(timeout=timeout)
+
     def close(self, *, timeout: float = 60.0) -> list[str]:
         """Sends every pending write; returns what could not be logged, one line each.
 
@@ -348,6 +400,11 @@ class TrialRun:
         for start in range(0, len(metrics), _BATCH):
             self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
+    def flush_steps(self) -> None:
+        """Sends the steps since the last thinned point: at the run's end, and before
+        Optuna is told a trial's result, so that a kill after the tell loses none."""
+        self._send_steps(*self._thinner.rest())
+
     def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
         self.last_metrics.update(metrics)
         self.tracker.log_metrics(self.run_id, step, metrics)
@@ -358,32 +415,23 @@ class TrialRun:
     def log_artifact(self, path: Path) -> None:
         self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
 
-    def log_lr_curve(self, *, planned: Callable[[], Sequence[float]] | None, title: str) -> None:
-        """Plots the LR recorded at every step taken (and the planned one) to ``lr_curve.png``.
+    def log_lr_curve(self, *, plan: Mapping[str, Any] | None, title: str) -> None:
+        """Plots the LR recorded at every step taken (and the planned one, from
+        :func:`tuner.lr_plots.lr_plan`) to ``lr_curve.png``.
 
-        The tracker's thread asks the sidecar process (:mod:`tuner.sidecar`) to draw it,
-        so neither the next trial nor the training loop (through the GIL) waits for matplotlib.
+        A write like the others, kept in the spool as data: the tracker's thread computes
+        the planned curve and asks the sidecar process (:mod:`tuner.sidecar`) to draw it, so
+        neither the next trial nor the training loop (through the GIL) waits for matplotlib.
         """
         steps, lrs = list(self._lr_steps), list(self._lrs)
-
-        def write() -> None:
-            path = self.tracker.sidecar.plot_lr(
-                Path(tempfile.mkdtemp(prefix="tuner-lr-")) / "lr_curve.png",
-                title=title,
-                planned=planned() if planned is not None else None,
-                steps=steps,
-                lrs=lrs,
-            )
-            # Sent as its own write, so it is kept in the spool (and its folder removed once sent).
-            self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path), "remove": True}))
-
-        self.tracker._writer.submit(Op("local", self.run_id, call=write))
+        data = {"title": title, "plan": dict(plan) if plan else None, "steps": steps, "lrs": lrs}
+        self.tracker._writer.submit(Op("plot", self.run_id, data))
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
     ) -> None:
         """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
-        self._send_steps(*self._thinner.rest())  # the steps since the last point
+        self.flush_steps()
         tags = {STATE_TAG: state, **({REASON_TAG: reason} if reason else {})}
         final = dict(extra or {})
         if value is not None:

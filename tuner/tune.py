@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from rich.table import Table
 
 from tuner import ddp, stopping
+from tuner._testpoint import point
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
 from tuner.config import check_trial
@@ -26,15 +28,24 @@ from tuner.coordination import (
     heartbeat_enabled,
     reap_stale,
     requeue,
+    this_process,
 )
 from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
-from tuner.lr_plots import planned_lrs
+from tuner.lr_plots import lr_plan
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
-from tuner.resilience import StorageGuard, failure_summary
-from tuner.secrets import masked_yaml
-from tuner.session import end_lost_run, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
+from tuner.resilience import StorageGuard, failure_summary, no_result
+from tuner.secrets import mask_secrets, masked_yaml
+from tuner.session import (
+    Tracked,
+    end_lost_run,
+    finish,
+    open_tracked,
+    storage_label,
+    undo_if_fruitless,
+    warn_unlogged,
+)
 from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
@@ -84,91 +95,24 @@ def tune(
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
     opened = open_tracked(cfg, specs)
-    study, tracker, parent, guard = opened.study, opened.tracker, opened.parent, opened.guard
-    size, step_population = opened.population
+    study, tracker, parent = opened.study, opened.tracker, opened.parent
     _reseed(cfg, specs, study, worker=worker is not None)
-    total = int(cfg.study.n_trials)
     progress.start(
-        study=study.study_name, total=total, done=count_finished(study), storage=storage_label(cfg)
+        study=study.study_name,
+        total=int(cfg.study.n_trials),
+        done=count_finished(study),
+        storage=storage_label(cfg),
+        existing=study,
     )
-    started = time.monotonic()
-    failures, stopped, fault, waiting = 0, None, None, False
-    limit_key = (
-        "study.stop_on_failure=true"
-        if cfg.study.get("stop_on_failure")
-        else f"study.max_consecutive_failures={cfg.study.max_consecutive_failures}"
-    )
-    limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
-    poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
-    grace = cfg.storage.get("grace_period")
     try:
         specs = narrow_from_finder(cfg, specs, study, opened.datamodule, tracker=tracker, parent=parent)
-        searched = specs  # before any widening: search.widen_max_decades counts from these
-        # A stop signal ends the study at the next safe point (see tuner.stopping).
+        # A stop signal ends the study at the next safe point, from the first trial to the
+        # report; a second Ctrl-C ends the process at once (see tuner.stopping).
         with stopping.graceful_stop():
-            while True:
-                if stopping.requested():
-                    raise KeyboardInterrupt(stopping.requested())
-                guard(
-                    "checking for lost trials",
-                    lambda: reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace)),
-                )
-                if guard("counting trials", lambda: count_finished(study)) >= total:
-                    break
-                if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
-                    stopped = f"study.timeout={cfg.study.timeout} s reached"
-                    break
-                if isinstance(study.sampler, AskTellGrid) and study.sampler.is_exhausted(study):
-                    stopped = (
-                        f"every point of the grid is tried (sampler.grid_points="
-                        f"{cfg.sampler.get('grid_points')} per axis); raise it for more trials"
-                    )
-                    break
-                begun = guard("counting trials", lambda: count_started(study))
-                if begun >= total:
-                    # The last trials run elsewhere; wait in case one is lost and re-queued.
-                    if not heartbeat_enabled(study._storage):
-                        stopped = "trials marked RUNNING by another process; no heartbeat tells if it lives"
-                        break
-                    if not waiting:
-                        print(
-                            f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)"
-                        )
-                    waiting = True
-                    # Looked at often: the last trial's end should end this worker too, and
-                    # the launcher waits for every worker (a count is a cheap read).
-                    time.sleep(min(poll, WAIT_POLL))
-                    continue
-                waiting = False
-                # Re-read each time: another worker may have widened the range meanwhile.
-                specs = guard("widening the search", lambda: widen_step(cfg, study, searched))
-                if step_population is not None and size > 1 and total - begun > 1:
-                    outcomes = step_population(
-                        cfg,
-                        specs,
-                        study,
-                        opened.datamodule,
-                        tracker,
-                        parent,
-                        progress,
-                        size=min(size, total - begun),
-                    )
-                else:
-                    outcome = _one_trial(
-                        cfg, specs, study, opened.datamodule, tracker, parent, progress, guard, worker
-                    )
-                    outcomes = [] if outcome is None else [outcome]
-                if not outcomes:
-                    time.sleep(min(poll, WAIT_POLL))  # another worker took the slot; look again
-                    continue
-                for outcome in outcomes:
-                    failures = failures + 1 if outcome.state == "FAIL" else 0
-                if failures >= limit:
-                    stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
-                    fault = failure_summary(study, failures=failures, limit_key=limit_key)
-                    break
-        if worker is None:  # the launcher trains the arms once its workers are done
-            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+            stopped, fault = _run_trials(cfg, specs, opened, progress, worker)
+            if worker is None:  # the launcher trains the arms once its workers are done
+                run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+            return _wrap_up(cfg, specs, opened, stopped, fault, worker=worker, finish_study=finish_study)
     except UserError:
         if worker is not None or not undo_if_fruitless(opened):
             warn_unlogged(tracker.close(timeout=opened.flush))
@@ -180,15 +124,106 @@ def tune(
         warn_unlogged(tracker.close(timeout=opened.flush))
         raise
     except KeyboardInterrupt:
-        tracker.set_tags(parent, {"tuner.interrupted": "true"})
-        if worker is None:
-            tracker.end_run(parent, "KILLED")
-        warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
+        if not tracker.closed:  # else the study was complete and its parent run ended
+            tracker.set_tags(parent, {"tuner.interrupted": "true"})
+            if worker is None:
+                tracker.end_run(parent, "KILLED")
+            # Sends what is pending; what is not sent by then stays in the spool for the next run.
+            warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
         raise
+
+
+def _run_trials(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    opened: Tracked,
+    progress: StudyProgress,
+    worker: dict[str, Any] | None,
+) -> tuple[str | None, str | None]:
+    """Runs trials until the study reaches its total or is stopped; (why it stopped early, fault)."""
+    study, tracker, parent, guard = opened.study, opened.tracker, opened.parent, opened.guard
+    size, step_population = opened.population
+    total = int(cfg.study.n_trials)
+    started = time.monotonic()
+    failures, waiting = 0, False
+    limit_key = (
+        "study.stop_on_failure=true"
+        if cfg.study.get("stop_on_failure")
+        else f"study.max_consecutive_failures={cfg.study.max_consecutive_failures}"
+    )
+    limit = 1 if cfg.study.get("stop_on_failure") else int(cfg.study.max_consecutive_failures)
+    poll = min(float(cfg.storage.get("heartbeat_interval") or 2), 2.0)
+    grace = cfg.storage.get("grace_period")
+    while True:
+        if stopping.requested():
+            raise KeyboardInterrupt(stopping.requested())
+        guard(
+            "checking for lost trials",
+            lambda: reap_stale(study, on_lost=lambda t: end_lost_run(tracker, t, grace=grace)),
+        )
+        if guard("counting trials", lambda: count_finished(study)) >= total:
+            return None, None
+        if cfg.study.timeout and time.monotonic() - started > float(cfg.study.timeout):
+            return f"study.timeout={cfg.study.timeout} s reached", None
+        if isinstance(study.sampler, AskTellGrid) and study.sampler.is_exhausted(study):
+            return (
+                f"every point of the grid is tried (sampler.grid_points="
+                f"{cfg.sampler.get('grid_points')} per axis); raise it for more trials"
+            ), None
+        begun = guard("counting trials", lambda: count_started(study))
+        if begun >= total:
+            # The last trials run elsewhere; wait in case one is lost and re-queued.
+            if not heartbeat_enabled(study._storage):
+                return "trials marked RUNNING by another process; no heartbeat tells if it lives", None
+            if not waiting:
+                print(f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)")
+            waiting = True
+            # Looked at often: the last trial's end should end this worker too, and
+            # the launcher waits for every worker (a count is a cheap read).
+            time.sleep(min(poll, WAIT_POLL))
+            continue
+        waiting = False
+        # Re-read each time: another worker may have widened the range meanwhile.
+        # search.widen_max_decades counts from the searched specs given here.
+        current = guard("widening the search", lambda: widen_step(cfg, study, specs))
+        if step_population is not None and size > 1 and total - begun > 1:
+            outcomes = step_population(
+                cfg, current, study, opened.datamodule, tracker, parent, progress, size=min(size, total - begun)
+            )
+        else:
+            outcome = _one_trial(
+                cfg, current, study, opened.datamodule, tracker, parent, progress, guard, worker
+            )
+            outcomes = [] if outcome is None else [outcome]
+        if not outcomes:
+            time.sleep(min(poll, WAIT_POLL))  # another worker took the slot; look again
+            continue
+        for outcome in outcomes:
+            failures = failures + 1 if outcome.state == "FAIL" else 0
+        if failures >= limit:
+            stopped = f"{failures} trials failed in a row ({limit_key}); last: {outcomes[-1].reason}"
+            return stopped, failure_summary(study, failures=failures, limit_key=limit_key)
+
+
+def _wrap_up(
+    cfg: DictConfig,
+    specs: list[ParamSpec],
+    opened: Tracked,
+    stopped: str | None,
+    fault: str | None,
+    *,
+    worker: dict[str, Any] | None,
+    finish_study: bool,
+) -> StudyResult:
+    """Ends the study (summary, report) where this process is the one to, else its tracking."""
+    study, tracker, parent = opened.study, opened.tracker, opened.parent
+    total = int(cfg.study.n_trials)
     report = None
     complete = count_finished(study) >= total and count_started(study) <= total
+    if worker is None:
+        fault = fault or no_result(study)
     if worker is None or (finish_study and complete):
-        report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
+        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
     else:
         warn_unlogged(tracker.close(timeout=opened.flush))
     return StudyResult(study, tracker.uri, parent, stopped, report, fault)
@@ -241,8 +276,9 @@ def _one_trial(
         with heartbeat(study, trial._trial_id):
             if is_surplus(cfg, study, trial):
                 return None
-            if worker is not None:
-                guard("saving the trial's worker", lambda: trial.set_user_attr("worker", worker))
+            # Who runs it: a later run on this machine sees when that process is gone.
+            owner = worker or this_process()
+            guard("saving the trial's worker", lambda: trial.set_user_attr("worker", owner))
             if trial.user_attrs.get("reason"):
                 trial.set_user_attr("reason", None)  # inherited from the failed try it repeats
             if stopping.requested():
@@ -268,6 +304,17 @@ def _one_trial(
         # it and ended its MLflow run; this result is dropped.
         print(f"warning: trial {trial.number} was taken over after a missed heartbeat; result dropped")
         return None
+    except StudyStopped:
+        raise  # the storage is away: nothing more can be told
+    except Exception as exc:
+        # A fault outside the trial's training (which fails the trial itself): the trial and
+        # its run end as FAIL before the error stops the process, never left RUNNING.
+        reason = mask_secrets(f"{type(exc).__name__}: {exc}".splitlines()[0])[:500]
+        with contextlib.suppress(Exception):  # the error itself matters more than this
+            _fail_if_running(study, trial, reason=reason)
+        if run is not None:
+            run.end("FAIL", value=None, reason=reason)
+        raise
     return outcome
 
 
@@ -324,12 +371,15 @@ def record_outcome(
         TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
     """
     guard = guard or StorageGuard()
+    # Every write of the trial but its end is spooled before the tell (see tuner.spool).
+    run.flush_steps()
     run.log_lr_curve(
-        planned=planned_lrs(trial_cfg),
+        plan=lr_plan(trial_cfg),
         title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
     )
     if outcome.error:
         run.log_text(outcome.error, "traceback.txt")
+    point("before-tell")
     try:
         guard(
             "saving a trial's result",
@@ -340,6 +390,9 @@ def record_outcome(
     except StudyStopped:
         run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
         raise
+    # A kill from here to the run's end leaves it RUNNING: the next run ends it as Optuna has
+    # it (tuner.session.mend_trial_runs).
+    point("after-tell")
     run.end(
         outcome.state,
         value=outcome.value,

@@ -27,7 +27,7 @@ import torch
 from tuner._quiet import quiet_libraries
 from tuner.build import build_datamodule
 from tuner.cli import compose
-from tuner.lr_plots import planned_lrs
+from tuner.lr_plots import lr_plan
 from tuner.objective import run_trial
 from tuner.tracking import Tracker, local_uri
 
@@ -44,7 +44,7 @@ def trial(cfg, datamodule, study, tracker, parent, *, plot: bool) -> tuple[float
     outcome = run_trial(cfg, datamodule, trial=optuna_trial, run=run)
     asked = time.perf_counter()
     if plot:
-        run.log_lr_curve(planned=planned_lrs(cfg), title="bench")
+        run.log_lr_curve(plan=lr_plan(cfg), title="bench")
     asked = time.perf_counter() - asked
     study.tell(optuna_trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)

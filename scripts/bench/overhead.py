@@ -28,7 +28,7 @@ from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
-from tuner.lr_plots import planned_lrs
+from tuner.lr_plots import lr_plan
 from tuner.objective import run_trial
 from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
@@ -75,7 +75,7 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
     )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
     # As a study's trial does (tuner.tune): the LR curve plot, drawn on the tracker's thread.
-    run.log_lr_curve(planned=planned_lrs(cfg), title="bench")
+    run.log_lr_curve(plan=lr_plan(cfg), title="bench")
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)
     tracker._writer.drain()  # the trial's records are in the store before the clock stops

@@ -11,14 +11,25 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
+from tuner import stopping
 from tuner.arms import run_arms
+from tuner.coordination import reap_dead_owners
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
 from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
 from tuner.progress import StudyProgress
-from tuner.session import Tracked, finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
+from tuner.resilience import no_result
+from tuner.session import (
+    Tracked,
+    end_lost_run,
+    finish,
+    open_tracked,
+    storage_label,
+    undo_if_fruitless,
+    warn_unlogged,
+)
 from tuner.space import ParamSpec
 from tuner.study import count_finished
 from tuner.tune import StudyResult
@@ -57,7 +68,7 @@ def run_local(
     done = count_finished(study)
     resumed = f", resuming with {done} finished" if done else ""
     print(f"study {study.study_name}: {total} trials{resumed} (storage {storage_label(cfg)})")
-    stopped = None
+    stopped = fault = None
     if done >= total:
         abandon(workers)  # nothing to run: they have only imported, no need to wait for that
     else:
@@ -76,17 +87,27 @@ def run_local(
             tracker.end_run(parent, "KILLED")
             warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
             raise
+        # A worker that crashed left its trial RUNNING: failed and re-queued, its run ended.
+        reap_dead_owners(
+            study,
+            max_retry=int(cfg.storage.get("max_retry") or 1),
+            on_lost=lambda t: end_lost_run(tracker, t),
+        )
         monitor.poll()
-        stopped = _check_exits(opened, procs, folder)
+        stopped, fault = _check_exits(opened, procs, folder)
         if stopped and monitor.complete():
             # A worker died, yet the others ran its re-queued trial: the study is whole.
             print(f"note: {stopped}; its trial was re-queued and the study completed")
-            stopped = None
-    if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
-        with StudyProgress(live=False, quiet=quiet) as progress:
-            run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
-    report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
-    return StudyResult(study, tracker.uri, parent, stopped, report)
+            stopped = fault = None
+    # From here a Ctrl-C stops at the next safe point, a second one at once (tuner.stopping).
+    with stopping.graceful_stop():
+        if not stopped:  # the LR-free arms (study.lr_free_arms) train here, once
+            with StudyProgress(live=False, quiet=quiet) as progress:
+                run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
+        fault = fault or no_result(study)
+        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+    # A fault is said once, as the command's last line (exit code 3).
+    return StudyResult(study, tracker.uri, parent, None if fault else stopped, report, fault)
 
 
 def _all_exited(procs: list[subprocess.Popen[bytes]], *, within: float) -> bool:
@@ -130,8 +151,11 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: Path) -> str | None:
-    """Raises the workers' config error, or says which workers failed (None: all ended well)."""
+def _check_exits(
+    opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: Path
+) -> tuple[str | None, str | None]:
+    """Raises the workers' config error, or says which workers failed and the first one's
+    error (None, None: all ended well)."""
     errors = [error_path(folder / f"worker-{i}.log") for i in range(len(procs))]
     found = [json.loads(p.read_text()) for p in errors if p.exists()]
     if found and all(proc.returncode == 2 for proc in procs):
@@ -140,5 +164,24 @@ def _check_exits(opened: Tracked, procs: list[subprocess.Popen[bytes]], folder: 
         raise UserError(found[0]["key"], found[0]["value"], found[0]["fix"])
     bad = [(i, proc.returncode) for i, proc in enumerate(procs) if proc.returncode != 0]
     if not bad:
-        return None
-    return "; ".join(f"worker {i} exited with code {code} (see {folder}/worker-{i}.log)" for i, code in bad)
+        return None, None
+    stopped = "; ".join(
+        f"worker {i} exited with code {code} (see {folder}/worker-{i}.log)" for i, code in bad
+    )
+    first, code = bad[0]
+    log = folder / f"worker-{first}.log"
+    fault = f"{len(bad)} of {len(procs)} workers failed; worker {first}: {_cause(log, code)} (its log: {log})"
+    return stopped, fault
+
+
+def _cause(log: Path, code: int) -> str:
+    """Why a worker ended badly: its error, the signal that killed it, or its exit code."""
+    error = error_path(log)
+    if error.exists():
+        found = json.loads(error.read_text())
+        if "error" in found:
+            return str(found["error"])
+        return f"error: {found['key']}={found['value']!r}: {found['fix']}"
+    if code < 0:
+        return f"killed by {signal.Signals(-code).name}"
+    return f"exited with code {code}"

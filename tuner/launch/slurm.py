@@ -14,10 +14,12 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from tuner import stopping
 from tuner.build import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
+from tuner.resilience import no_result
 from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.space import ParamSpec
 from tuner.study import count_finished
@@ -155,5 +157,7 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             "(tracking.flush_timeout): their jobs have not sent their last writes yet",
             file=sys.stderr,
         )
-    report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
-    return StudyResult(study, tracker.uri, parent, stopped, report)
+    fault = no_result(study)  # jobs that failed every trial: exit 3, the first reason
+    with stopping.graceful_stop():  # Ctrl-C: at the next safe point; a second one at once
+        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+    return StudyResult(study, tracker.uri, parent, stopped, report, fault)

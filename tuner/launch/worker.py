@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import faulthandler
 import json
 import os
 import signal
 import socket
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
+from tuner.secrets import mask_secrets
 
 URL_ENV = "TUNER_WORKER_STORAGE_URL"
 
@@ -117,6 +120,14 @@ def _work(payload: str, *, name: str, threads: int | None, error_file: Path | No
                 )
             )
         return 2
+    except Exception as exc:
+        # A fault, not bad input: the traceback goes to the log, its last line to the
+        # launcher, which shows the first worker's on the console.
+        print(mask_secrets(traceback.format_exc()), file=sys.stderr, flush=True)
+        if error_file is not None:
+            cause = f"{type(exc).__name__}: {exc}".strip().splitlines()[0]
+            error_file.write_text(json.dumps({"error": mask_secrets(cause)[:500]}))
+        return 1
     if result.stopped_because:
         print(f"worker {name}: stopped early: {result.stopped_because}", flush=True)
     return 0
@@ -142,6 +153,7 @@ def main(argv: list[str]) -> int:
     """
     folder, index, threads = Path(argv[0]), int(argv[1]), int(argv[2])
     _die_with_parent()
+    faulthandler.enable()  # a native crash (a segfault in a library) leaves its stack in the log
     # torch, Lightning, MLflow and its SQL store: loaded while the launcher sets up.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 

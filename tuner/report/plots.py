@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -48,7 +49,7 @@ def optimization_history(data: StudyData, out: Path, *, html: bool) -> Artifact:
         best.append((max(t.number for t in data.finished), best[-1][1]))
         ax.step(*zip(*best, strict=True), where="post", color="black", label="best so far")
     ax.set(xlabel="trial", ylabel=data.metric, title=f"{data.name}: {data.metric} by trial")
-    ax.legend(fontsize="small")
+    _legend(ax)
     art.png = save_png(fig, out / f"{art.name}.png")
     if html and data.complete:
         art.html = write_html(
@@ -56,6 +57,13 @@ def optimization_history(data: StudyData, out: Path, *, html: bool) -> Artifact:
             out / f"{art.name}.html",
         )
     return art
+
+
+def _legend(ax: Any) -> None:
+    """A legend, unless nothing was drawn (a study of failed trials only): matplotlib
+    warns on the console about an empty one."""
+    if ax.get_legend_handles_labels()[1]:
+        ax.legend(fontsize="small")
 
 
 def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | None) -> Artifact:
@@ -93,7 +101,7 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
         )
     ax.set_xscale("log")
     ax.set(xlabel=f"{param} (log scale)", ylabel=data.metric, title=f"{data.name}: {data.metric} vs {param}")
-    ax.legend(fontsize="small")
+    _legend(ax)
     art.png = save_png(fig, out / f"{art.name}.png")
     if html:
         import plotly.graph_objects as go
