@@ -221,12 +221,7 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
             print(f"stopped early: {result.stopped_because}")
         if result.report:
             print(f"Report and plots: {result.report} (and .html beside it)")
-        print("Compare the trials in the MLflow UI:")
-        uri = mask_secrets(result.tracking_uri)
-        if uri.startswith(("http:", "https:")):
-            print(f"  open {uri}")
-        else:
-            print(f"  mlflow ui --backend-store-uri {uri}")
+        _print_ui(result.tracking_uri, result.experiment_id)
         if result.fault:
             print(f"stopped: {result.fault}", file=sys.stderr)
             return 3
@@ -247,6 +242,20 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
             find(cfg)
         return 0
     raise UserError("mode", cfg.mode, "this mode is not available yet")
+
+
+def _print_ui(tracking_uri: str, experiment_id: str) -> None:
+    """How to open the study's runs table in the MLflow UI."""
+    from tuner.tracking import MLFLOW_UI, runs_page
+
+    print("Compare the trials in the MLflow UI:")
+    uri = mask_secrets(tracking_uri)
+    if uri.startswith(("http:", "https:")):
+        print(f"  open {runs_page(uri, experiment_id) if experiment_id else uri}")
+        return
+    print(f"  mlflow ui --backend-store-uri {uri}")
+    if experiment_id:
+        print(f"  then open {runs_page(MLFLOW_UI, experiment_id)}")
 
 
 def _report(cfg: DictConfig) -> int:

@@ -46,6 +46,19 @@ ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
     "tuner.state",
     "tuner.reason",
 )
+#: The experiment tag MLflow 3's UI reads for an experiment's type: without it, an
+#: experiment with no runs yet opens as GenAI (its Overview and Traces pages, not the runs).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: Where ``mlflow ui`` serves by default.
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs table in the MLflow UI at ``server``."""
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+
+
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
 
 
@@ -95,11 +108,15 @@ class Tracker:
             self.experiment_id = found.experiment_id
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if EXPERIMENT_KIND not in found.tags:  # a study from before the tag was set
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         else:
             location = None
             if artifact_root is not None and not remote:
                 location = (artifact_root / experiment).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+            )
             self.created_experiment = True
         probe: Callable[[], str | None] = (lambda: probe_server(uri)) if remote else (lambda: None)
         # LR curves and the writes themselves run in a child process, off the training GIL.

@@ -86,7 +86,7 @@ def run_local(
         with StudyProgress(live=False, quiet=quiet) as progress:
             run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
     report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
-    return StudyResult(study, tracker.uri, parent, stopped, report)
+    return StudyResult(study, tracker.uri, parent, stopped, report, experiment_id=tracker.experiment_id)
 
 
 def _all_exited(procs: list[subprocess.Popen[bytes]], *, within: float) -> bool:

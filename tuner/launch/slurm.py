@@ -146,7 +146,9 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
     except KeyboardInterrupt:
         print("stopped following; the jobs keep running (scancel stops them)", file=sys.stderr)
         warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
-        return StudyResult(study, tracker.uri, parent, "stopped following (Ctrl-C)")
+        return StudyResult(
+            study, tracker.uri, parent, "stopped following (Ctrl-C)", experiment_id=tracker.experiment_id
+        )
     monitor.poll()
     left = settle_trial_runs(study, tracker, parent, timeout=opened.flush)
     if left:
@@ -156,4 +158,4 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
             file=sys.stderr,
         )
     report = finish(cfg, specs, study, tracker, parent, stopped, flush=opened.flush)
-    return StudyResult(study, tracker.uri, parent, stopped, report)
+    return StudyResult(study, tracker.uri, parent, stopped, report, experiment_id=tracker.experiment_id)
