@@ -125,8 +125,8 @@ def test_mlflow_ui_lists_the_study_and_draws_a_trials_lr(mlflow_server, chromium
         listed = page.locator(f"a[href$='/experiments/{experiment.experiment_id}']", has_text="ui-study")
         listed.first.wait_for()
 
-        # The experiment's landing page, as a click in the list opens it, is its runs table.
-        listed.first.click()
+        # The page the command prints is the runs table, parent and nested trials.
+        page.goto(runs_page(mlflow_server, experiment.experiment_id))
         parent_link = _run_link(page, parent.info.run_id)
         parent_link.wait_for()
         assert parent_link.inner_text() == "ui-study"

@@ -46,8 +46,8 @@ ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
     "tuner.state",
     "tuner.reason",
 )
-#: The experiment tag MLflow 3's UI reads for an experiment's type: without it, an
-#: experiment with no runs yet opens as GenAI (its Overview and Traces pages, not the runs).
+#: The experiment tag MLflow 3's UI reads for an experiment's type (model training, not
+#: GenAI: its runs, not an Overview of traces).
 EXPERIMENT_KIND = "mlflow.experimentKind"
 MODEL_TRAINING = "custom_model_development"
 #: Where ``mlflow ui`` serves by default.
@@ -55,8 +55,13 @@ MLFLOW_UI = "http://127.0.0.1:5000"
 
 
 def runs_page(server: str, experiment_id: str) -> str:
-    """The URL of an experiment's runs table in the MLflow UI at ``server``."""
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+    """The URL of an experiment's runs table in the MLflow UI at ``server``.
+
+    MLflow 3.17's UI takes the experiment's type from its GenAI / Model training switch
+    (remembered per browser, GenAI at first) before the tag; ``workflowType`` in the URL
+    sets the switch, so the page opens on the runs whatever the browser saw before.
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
