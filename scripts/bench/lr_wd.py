@@ -6,7 +6,7 @@ decay, so a search whose decay stays at AdamW's 0.01 finds no good LR at all. Ea
 runs ``--trials`` trials of ``--steps`` steps; repeated for each ``--seeds`` seed (the
 sampler's and the weights'). Reported: the best trial's val_acc and its test_acc.
 
-    python scripts/bench/lr_wd.py              # 3 seeds x 2 searches x 12 trials: ~15 min on 2 cores
+    python scripts/bench/lr_wd.py              # 3 seeds x 2 searches x 16 trials: ~20 min on 2 cores
     python scripts/bench/lr_wd.py --quick      # 1 seed, 6 trials of 600 steps: ~2 min
 """
 
@@ -59,7 +59,7 @@ def study(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--quick", action="store_true", help="1 seed, 6 trials of 600 steps")
     args = parser.parse_args()
@@ -94,7 +94,7 @@ def write(rows: list[dict], args: argparse.Namespace, *, suffix: str) -> None:
             f"{p['lr']:.3g} | {p.get('weight_decay', 0.01):.3g} | {r['seconds']} |"
         )
     lines.append(
-        f"\n{args.trials} trials of {args.steps} AdamW steps per study (examples/modadd, p = 31, median pruner); "
+        f"\n{args.trials} trials of {args.steps} AdamW steps per study (examples/modadd, p = 31, no pruner); "
         "best trial by val_acc."
     )
     (RESULTS / f"lr_wd{suffix}.md").write_text("\n".join(lines) + "\n")
