@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TINY, missing_service
 from tests.services import free_port, start, stop, wait_http
+from tuner.tracking import EXPERIMENT_KIND, MODEL_TRAINING, runs_page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -107,6 +108,8 @@ def test_mlflow_ui_lists_the_study_and_draws_a_trials_lr(mlflow_server, chromium
         (r for r in runs if r.data.tags.get("tuner.role") == "trial"), key=lambda r: r.info.run_name or ""
     )
     assert len(trials) == 3
+    assert experiment.tags.get(EXPERIMENT_KIND) == MODEL_TRAINING
+    assert f"open {runs_page(mlflow_server, experiment.experiment_id)}" in out
     assert "plots/metric_vs_lr.png" in {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shots = [ARTIFACTS / "mlflow-ui-runs.png", ARTIFACTS / "mlflow-ui-trial-lr.png"]
@@ -122,7 +125,8 @@ def test_mlflow_ui_lists_the_study_and_draws_a_trials_lr(mlflow_server, chromium
         listed = page.locator(f"a[href$='/experiments/{experiment.experiment_id}']", has_text="ui-study")
         listed.first.wait_for()
 
-        page.goto(f"{base}/runs")
+        # The page the command prints is the runs table, parent and nested trials.
+        page.goto(runs_page(mlflow_server, experiment.experiment_id))
         parent_link = _run_link(page, parent.info.run_id)
         parent_link.wait_for()
         assert parent_link.inner_text() == "ui-study"

@@ -7,10 +7,12 @@ and so that the Optuna loop, not a Hydra sweeper, runs the trials.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
 import traceback
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +28,8 @@ if TYPE_CHECKING:
 
 FLAGS = ("--debug", "--quiet", "--cfg", "--help")
 _CFG_PARTS = ("job", "hydra", "all")
-USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [key=value ...] [group=option ...]
+USAGE = """usage: python -m tuner [--debug] [--quiet] [--cfg] [--config-dir DIR] [--config-name NAME]
+                       [key=value ...] [group=option ...]
 
 Runs a learning-rate study (mode=tune, the default), the LR range test (mode=find),
 a schedule plot (mode=schedule) or a report (mode=report), configured by Hydra overrides:
@@ -36,7 +39,23 @@ Options:
   --cfg     print the composed config and exit
   --quiet   print only the start and the final table
   --debug   show the full traceback of an error
+  --config-dir DIR, -cd DIR
+            a config folder of your own: its groups extend the package's
+            (DIR/search/my_space.yaml is search=my_space)
+  --config-name NAME, -cn NAME
+            the primary config (default: config, the package's); yours may list
+            `- config` in its defaults to start from the package's
 """
+
+#: Where the ``--config-dir`` folder travels to worker processes and DDP ranks.
+CONFIG_DIR_ENV = "TUNER_CONFIG_DIR"
+#: Flags that take a value, long and short (Hydra's spelling).
+_VALUE_FLAGS = {
+    "--config-dir": "config_dir",
+    "-cd": "config_dir",
+    "--config-name": "config_name",
+    "-cn": "config_name",
+}
 
 
 def split_args(args: list[str]) -> tuple[set[str], list[str]]:
@@ -65,26 +84,70 @@ def config_dir() -> Path:
     return Path(__file__).resolve().parent.parent / "conf"
 
 
-def compose(overrides: list[str]) -> DictConfig:
+def user_config_dir() -> Path | None:
+    """The person's own config folder (``--config-dir``), in this process or the one that started it."""
+    folder = os.environ.get(CONFIG_DIR_ENV)
+    return Path(folder) if folder else None
+
+
+def check_config_dir(folder: str) -> Path:
+    """The absolute path of a ``--config-dir`` folder.
+
+    Raises:
+        UserError: the folder does not exist.
+    """
+    path = Path(folder).expanduser().absolute()
+    if not path.is_dir():
+        raise UserError(
+            "--config-dir", folder, f"no such folder ({path}); give the folder that holds your config groups"
+        )
+    return path
+
+
+def _initialize(user_dir: Path | None) -> None:
+    """Starts Hydra on the package's configs, then the person's folder, as Hydra's own ``--config-dir``.
+
+    The folder comes after the package's, so its groups add options and never shadow a
+    built-in one; a primary config of its own is found by ``--config-name``.
+    """
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.config_search_path import SearchPathQuery
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.version import setbase
+
+    GlobalHydra.instance().clear()
+    setbase("1.3")
+    search_path = create_config_search_path(str(config_dir()))
+    if user_dir is not None:
+        search_path.prepend(
+            provider="command-line", path=f"file://{user_dir}", anchor=SearchPathQuery(provider="schema")
+        )
+    Hydra.create_main_hydra2(task_name="tuner", config_search_path=search_path)
+
+
+def compose(overrides: list[str], *, config_name: str = "config") -> DictConfig:
     """The composed config for these overrides, with the study named.
+
+    The person's ``--config-dir`` folder, if any, is read from :data:`CONFIG_DIR_ENV`.
 
     Raises:
         UserError: an unknown group option, a misspelled key, a bad override.
     """
     from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    GlobalHydra.instance().clear()
     try:
-        with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = hydra_compose("config", overrides=overrides, return_hydra_config=True)
+        _initialize(user_config_dir())
+        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as exc:
-        raise _compose_error(exc, overrides) from None
+        raise _compose_error(exc, overrides, config_name) from None
     except ValueError as exc:  # Hydra's own for a group option that is a number or null
         raise _group_error(overrides) or exc from None
+    finally:
+        GlobalHydra.instance().clear()
     choices = dict(cfg.hydra.runtime.choices)
     with _open(cfg):
         del cfg["hydra"]
@@ -117,12 +180,18 @@ class _open:
         OmegaConf.set_struct(self.cfg, True)
 
 
-def _compose_error(exc: Exception, overrides: list[str]) -> UserError:
+def _compose_error(exc: Exception, overrides: list[str], config_name: str = "config") -> UserError:
     from hydra.errors import OverrideParseException
 
     if isinstance(exc, OverrideParseException):
         return _unreadable_override(overrides) or UserError("overrides", " ".join(overrides), str(exc))
     text = str(exc)
+    if f"Cannot find primary config '{config_name}'" in text:
+        return UserError(
+            "--config-name",
+            config_name,
+            "no such config in the package or --config-dir; give a file name without .yaml",
+        )
     group = re.search(r"Could not (?:find|load) '([^']+)'", text)
     if group:
         path = group.group(1)
@@ -242,12 +311,7 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
             print(f"stopped early: {result.stopped_because}")
         if result.report:
             print(f"Report and plots: {result.report} (and .html beside it)")
-        print("Compare the trials in the MLflow UI:")
-        uri = mask_secrets(result.tracking_uri)
-        if uri.startswith(("http:", "https:")):
-            print(f"  open {uri}")
-        else:
-            print(f"  mlflow ui --backend-store-uri {uri}")
+        _print_ui(result.tracking_uri, result.experiment_id)
         if result.fault:
             print(f"stopped: {result.fault}", file=sys.stderr)
             return 3
@@ -267,6 +331,20 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
             find(cfg)
         return 0
     raise UserError("mode", cfg.mode, "this mode is not available yet")
+
+
+def _print_ui(tracking_uri: str, experiment_id: str) -> None:
+    """How to open the study's runs table in the MLflow UI."""
+    from tuner.tracking import MLFLOW_UI, runs_page
+
+    print("Compare the trials in the MLflow UI:")
+    uri = mask_secrets(tracking_uri)
+    if uri.startswith(("http:", "https:")):
+        print(f"  open {runs_page(uri, experiment_id) if experiment_id else uri}")
+        return
+    print(f"  mlflow ui --backend-store-uri {uri}")
+    if experiment_id:
+        print(f"  then open {runs_page(MLFLOW_UI, experiment_id)}")
 
 
 def _report(cfg: DictConfig) -> int:
@@ -302,24 +380,83 @@ def main(argv: list[str] | None = None, *, check_only: bool = False) -> int:
 
 
 def _main(argv: list[str] | None, *, check_only: bool) -> int:
-    flags, overrides = split_args(list(sys.argv[1:] if argv is None else argv))
+    values, args = _value_flags(list(sys.argv[1:] if argv is None else argv))
+    if values is None:  # --config-dir or --config-name without its value
+        print(USAGE, file=sys.stderr)
+        return 2
+    flags, overrides = split_args(args)
     debug = "--debug" in flags or os.environ.get("TUNER_DEBUG") == "1"
     unknown = sorted(flags - set(FLAGS))
     if unknown:
         shown = mask_secrets(unknown[0])
         print(
-            f"error: {shown}: unknown option; use {', '.join(FLAGS)} (see python -m tuner --help)",
+            f"error: {shown}: unknown option; use {', '.join(FLAGS)}, --config-dir, --config-name "
+            "(see python -m tuner --help)",
             file=sys.stderr,
         )
         return 2
     if "--help" in flags:
         print(USAGE)
         return 0
+    try:
+        with _user_dir_in_env(values.get("config_dir")):
+            return _command(
+                flags,
+                overrides,
+                config_name=values.get("config_name") or "config",
+                debug=debug,
+                check_only=check_only,
+            )
+    except UserError as error:
+        print(f"error: {mask_secrets(str(error))}", file=sys.stderr)
+        return 2
+
+
+def _value_flags(args: list[str]) -> tuple[dict[str, str] | None, list[str]]:
+    """Takes ``--config-dir DIR`` (``-cd``, ``--config-dir=DIR``) and ``--config-name`` out of ``args``.
+
+    Returns None for the values when a flag lacks its value.
+    """
+    values: dict[str, str] = {}
+    rest: list[str] = []
+    it = iter(args)
+    for arg in it:
+        flag, eq, value = arg.partition("=")
+        if flag not in _VALUE_FLAGS:
+            rest.append(arg)
+            continue
+        value = value if eq else next(it, "")
+        if not value:
+            return None, rest
+        values[_VALUE_FLAGS[flag]] = value
+    return values, rest
+
+
+@contextlib.contextmanager
+def _user_dir_in_env(folder: str | None) -> Iterator[None]:
+    """Puts the ``--config-dir`` folder where composing, workers and DDP ranks all read it."""
+    if folder is None:
+        yield
+        return
+    before = os.environ.get(CONFIG_DIR_ENV)
+    os.environ[CONFIG_DIR_ENV] = str(check_config_dir(folder))
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CONFIG_DIR_ENV, None)
+        else:
+            os.environ[CONFIG_DIR_ENV] = before
+
+
+def _command(
+    flags: set[str], overrides: list[str], *, config_name: str, debug: bool, check_only: bool
+) -> int:
     from tuner._quiet import quiet_libraries
 
     quiet_libraries()
     try:
-        cfg = compose(overrides)
+        cfg = compose(overrides, config_name=config_name)
         if "--cfg" in flags:
             print(masked_yaml(cfg))
             return 0

@@ -46,12 +46,21 @@ def check_targets(cfg: DictConfig) -> None:
 
 
 def check_data(cfg: DictConfig) -> None:
-    """A data config that reads a file must name one that exists."""
-    path = OmegaConf.select(cfg, "data.path", default=None)
-    if path is not None:
-        from tuner.data._file import check_data_file
+    """A data config that reads a file must name a file that holds a usable data set.
 
-        check_data_file(Path(str(path)).expanduser())
+    The file is read and checked here, before anything is made (see ``read_data_file``).
+    """
+    path = OmegaConf.select(cfg, "data.path", default=None)
+    if path is None:
+        return
+    from tuner.data._file import check_data_file, read_data_file
+
+    file = Path(str(path)).expanduser()
+    if OmegaConf.select(cfg, "data._target_") not in ("tuner.data.ArrayFile", "tuner.data._file.ArrayFile"):
+        check_data_file(file)  # another data module reads it its own way
+        return
+    keys = {k: cfg.data[k] for k in ("x_key", "y_key", "label", "test_fraction") if k in cfg.data}
+    read_data_file(file, **keys)
 
 
 def check_services(cfg: DictConfig) -> None:
@@ -205,6 +214,51 @@ def _check_database(key: str, url: str) -> None:
         ) from None
     finally:
         engine.dispose()
+
+
+def check_first_batch(cfg: DictConfig, model: nn.Module, datamodule: Any) -> None:
+    """The model takes a few rows of the first training batch and gives one score per class.
+
+    A dtype or shape that does not fit (floats into an embedding, a token id past its
+    table, a wrong input length) would otherwise fail or mislead every trial alike.
+
+    Raises:
+        UserError: naming the model, the batch's dtype and shape, and what went wrong.
+    """
+    import torch
+
+    batch = next(iter(datamodule.train_dataloader()), None)
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2 or not all(torch.is_tensor(t) for t in batch):
+        return  # a data module of the person's own, with batches of another form
+    x = batch[0][:4]
+    seen = f"the first batch (x {str(x.dtype).removeprefix('torch.')} {tuple(x.shape)})"
+    target = str(cfg.model._target_)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        raise UserError(
+            "model",
+            target,
+            f"fails on {seen} of data={cfg.data.get('name')}: {type(exc).__name__}: {lines[0] if lines else ''}",
+        ) from None
+    finally:
+        model.train(was_training)
+    if not torch.is_tensor(out) or out.ndim != 2 or out.shape[0] != len(x):
+        shape = tuple(out.shape) if torch.is_tensor(out) else type(out).__name__
+        raise UserError(
+            "model", target, f"gives {shape} for {seen}; return class scores of shape (batch, classes)"
+        )
+    classes = int(getattr(datamodule, "num_classes", 0) or 0)
+    if classes and out.shape[1] < classes:
+        raise UserError(
+            "model",
+            target,
+            f"gives {out.shape[1]} class scores but the labels of data={cfg.data.get('name')} go up to {classes - 1}",
+        )
 
 
 def check_population(cfg: DictConfig, model: nn.Module) -> None:

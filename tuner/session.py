@@ -18,9 +18,9 @@ from omegaconf import DictConfig
 from tuner import stopping
 from tuner._testpoint import point
 from tuner.breakdown import log_choice_bests
-from tuner.build import build_datamodule, build_model, plain
+from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.coordination import reap_dead_owners
-from tuner.preflight import check_population, check_services
+from tuner.preflight import check_first_batch, check_population, check_services
 from tuner.resilience import StorageGuard
 from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
@@ -100,8 +100,14 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
     name = str(cfg.study.name)
     check_services(cfg)
     datamodule = build_datamodule(cfg)
-    # A model that cannot be built, or too large a population, fails before any study exists.
-    check_population(cfg, build_model(cfg, datamodule))
+    # A model that cannot be built, does not fit the data or too large a population fails
+    # before any study exists.
+    model = build_model(cfg, datamodule)
+    note = model_note(cfg)
+    if note:
+        print(note)  # here, once: every trial builds the model again and drops the same keys
+    check_first_batch(cfg, model, datamodule)
+    check_population(cfg, model)
     population: tuple[int, Callable[..., Any] | None] = (1, None)
     if cfg.study.get("population", 1) != 1:
         # K trials in one fit (study.population); that module imports tuner.tune.

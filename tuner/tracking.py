@@ -47,6 +47,24 @@ ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
 )
 #: The Optuna study a parent run belongs to, and the mark of a replaced study's runs.
 STUDY_KEY_TAG, REPLACED_TAG = "tuner.study_key", "tuner.replaced"
+#: The experiment tag MLflow 3's UI reads for an experiment's type (model training, not
+#: GenAI: its runs, not an Overview of traces).
+EXPERIMENT_KIND = "mlflow.experimentKind"
+MODEL_TRAINING = "custom_model_development"
+#: Where ``mlflow ui`` serves by default.
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def runs_page(server: str, experiment_id: str) -> str:
+    """The URL of an experiment's runs table in the MLflow UI at ``server``.
+
+    MLflow 3.17's UI takes the experiment's type from its GenAI / Model training switch
+    (remembered per browser, GenAI at first) before the tag; ``workflowType`` in the URL
+    sets the switch, so the page opens on the runs whatever the browser saw before.
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
 
 
@@ -96,11 +114,15 @@ class Tracker:
             self.experiment_id = found.experiment_id
             if found.lifecycle_stage == "deleted":
                 self.client.restore_experiment(found.experiment_id)
+            if EXPERIMENT_KIND not in found.tags:  # a study from before the tag was set
+                self.client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND, MODEL_TRAINING)
         else:
             location = None
             if artifact_root is not None and not remote:
                 location = (artifact_root / experiment).resolve().as_uri()
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            self.experiment_id = self.client.create_experiment(
+                experiment, artifact_location=location, tags={EXPERIMENT_KIND: MODEL_TRAINING}
+            )
             self.created_experiment = True
         probe: Callable[[], str | None] = (lambda: probe_server(uri)) if remote else (lambda: None)
         # LR curves and the writes themselves run in a child process, off the training GIL.

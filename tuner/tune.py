@@ -74,6 +74,8 @@ class StudyResult:
     report: Path | None = None
     #: Why faults stopped the study (trial failures in a row), for the person to act on.
     fault: str | None = None
+    #: The study's MLflow experiment, for the link to its runs page.
+    experiment_id: str = ""
 
 
 def tune(
@@ -226,7 +228,9 @@ def _wrap_up(
         report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
     else:
         warn_unlogged(tracker.close(timeout=opened.flush))
-    return StudyResult(study, tracker.uri, parent, stopped, report, fault)
+    return StudyResult(
+        study, tracker.uri, parent, stopped, report, fault, experiment_id=tracker.experiment_id
+    )
 
 
 def study_tables(cfg: DictConfig, specs: list[ParamSpec], study: optuna.Study) -> list[Table]:

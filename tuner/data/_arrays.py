@@ -74,11 +74,16 @@ class ArrayDataModule(pl.LightningDataModule):
         val_fraction: Share of the training data held out for validation.
         seed: Seed of the split and of the batch order.
         eval_batch_size: Batch size for validation and test (large: no gradients).
+        standardize: Scale float inputs to mean 0, standard deviation 1 (the training
+            split's). Integer inputs (token ids, categories) are never scaled: they stay
+            ``int64`` for an embedding.
     """
 
     #: Shape of one input sample, set once the data is loaded.
     input_shape: tuple[int, ...]
     num_classes: int
+    #: Only for integer inputs (token ids): the largest id plus one.
+    vocab_size: int
 
     def __init__(
         self,
@@ -87,8 +92,10 @@ class ArrayDataModule(pl.LightningDataModule):
         val_fraction: float = 0.2,
         seed: int = 0,
         eval_batch_size: int = 1024,
+        standardize: bool = True,
     ) -> None:
         super().__init__()
+        self.standardize = standardize
         self.batch_size = batch_size
         self.val_fraction = val_fraction
         self.seed = seed
@@ -102,13 +109,16 @@ class ArrayDataModule(pl.LightningDataModule):
 
     def _load(self) -> None:
         x_train, y_train, x_test, y_test = self.load_arrays()
-        mean, std = x_train.mean(), x_train.std() + 1e-8
+        tokens = x_train.dtype.kind in "biu"
+        mean, std = (x_train.mean(), x_train.std() + 1e-8) if self.standardize and not tokens else (0.0, 1.0)
         rng = np.random.default_rng(self.seed)
         order = rng.permutation(len(x_train))
         n_val = round(len(x_train) * self.val_fraction)
         val_idx, train_idx = order[:n_val], order[n_val:]
 
         def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            if tokens:
+                return torch.as_tensor(x, dtype=torch.long), torch.as_tensor(y, dtype=torch.long)
             xt = torch.as_tensor((x - mean) / std, dtype=torch.float32)
             return xt, torch.as_tensor(y, dtype=torch.long)
 
@@ -119,6 +129,8 @@ class ArrayDataModule(pl.LightningDataModule):
         }
         self.input_shape = tuple(self._splits["train"][0].shape[1:])
         self.num_classes = int(max(y_train.max(), y_test.max())) + 1
+        if tokens:  # an embedding's table size: the largest token id of any split, plus one
+            self.vocab_size = int(max(x_train.max(), x_test.max())) + 1
 
     def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The tensors of one split: ``train``, ``val`` or ``test``."""

@@ -16,7 +16,7 @@ from lightning_fabric import Fabric
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
-from tuner.build import build_datamodule, build_model, plain
+from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.ddp import fabric_strategy
 from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
@@ -149,6 +149,9 @@ def find(
     fabric = make_fabric(cfg)
     lead = fabric.global_rank == 0
     say = echo if lead else (lambda _line: None)
+    note = model_note(cfg)
+    if note:
+        say(note)  # once: each seed builds the model again
     finder = cfg.finder
     say(
         f"LR range test: {finder.start_lr:g} -> {finder.end_lr:g}, {finder.mode}, {finder.num_steps} steps, "

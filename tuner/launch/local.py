@@ -107,7 +107,15 @@ def run_local(
         fault = fault or no_result(study)
         report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
     # A fault is said once, as the command's last line (exit code 3).
-    return StudyResult(study, tracker.uri, parent, None if fault else stopped, report, fault)
+    return StudyResult(
+        study,
+        tracker.uri,
+        parent,
+        None if fault else stopped,
+        report,
+        fault,
+        experiment_id=tracker.experiment_id,
+    )
 
 
 def _all_exited(procs: list[subprocess.Popen[bytes]], *, within: float) -> bool:

@@ -148,7 +148,9 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
     except KeyboardInterrupt:
         print("stopped following; the jobs keep running (scancel stops them)", file=sys.stderr)
         warn_unlogged(tracker.close(timeout=min(opened.flush, 5.0)))
-        return StudyResult(study, tracker.uri, parent, "stopped following (Ctrl-C)")
+        return StudyResult(
+            study, tracker.uri, parent, "stopped following (Ctrl-C)", experiment_id=tracker.experiment_id
+        )
     monitor.poll()
     left = settle_trial_runs(study, tracker, parent, timeout=opened.flush)
     if left:
@@ -160,4 +162,6 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
     fault = no_result(study)  # jobs that failed every trial: exit 3, the first reason
     with stopping.graceful_stop():  # Ctrl-C: at the next safe point; a second one at once
         report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
-    return StudyResult(study, tracker.uri, parent, stopped, report, fault)
+    return StudyResult(
+        study, tracker.uri, parent, stopped, report, fault, experiment_id=tracker.experiment_id
+    )

@@ -277,7 +277,11 @@ def _reproduce(doc: Doc, data: StudyData, cfg: DictConfig) -> list[str] | None:
 
         trial_cfg = OmegaConf.to_container(apply(cfg, validate(cfg), best.params), resolve=True)
         source = "this command's config with the trial's sampled values"
-    args = reproduce_command(trial_cfg, conf=_conf_dir(), study_name=f"{data.name}-trial{best.number}")
+    from tuner.cli import user_config_dir
+
+    args = reproduce_command(
+        trial_cfg, conf=_conf_dir(), study_name=f"{data.name}-trial{best.number}", user_dir=user_config_dir()
+    )
     doc.para(f"Trains trial {best.number} again as a one-trial study, from {source}:")
     doc.code(shell_line(args))
     return args

@@ -19,6 +19,7 @@ from tuner.report.analysis import LRRange
 from tuner.report.curves import learning_curves, lr_schedules
 from tuner.report.figures import STYLE, Artifact, has_plotly, save_png, write_html
 from tuner.report.gather import StudyData
+from tuner.report.lr_wd import lr_weight_decay, weight_decay_param
 from tuner.ties import raw_value
 
 
@@ -241,6 +242,8 @@ def draw_all(
         metric_vs_lr(data, out, html=html, basin=basin),
         parallel_coordinates(data, out, html=html),
         param_importances(data, out, html=html, found=found, note=note),
+        # Only for studies that searched a weight decay: elsewhere it would be one more "not drawn".
+        *([lr_weight_decay(data, out, html=html, top=top)] if weight_decay_param(data.study) else []),
         learning_curves(data, out, html=html, top=top),
         lr_schedules(data, out, html=html, top=top),
         *finder(data, out),

@@ -83,9 +83,9 @@ def _defaults(conf: Path) -> dict[str, str]:
     return chosen
 
 
-def _option(conf: Path, group: str, option: str, seed: Any) -> dict[str, Any]:
+def _option(path: Path, group: str, seed: Any) -> dict[str, Any]:
     """A group option's section as the composed config would hold it (interpolations resolved)."""
-    root = OmegaConf.create({"seed": seed, group: OmegaConf.load(conf / group / f"{option}.yaml")})
+    root = OmegaConf.create({"seed": seed, group: OmegaConf.load(path)})
     full = OmegaConf.to_container(root, resolve=True)
     assert isinstance(full, dict)
     section = full[group]
@@ -93,12 +93,24 @@ def _option(conf: Path, group: str, option: str, seed: Any) -> dict[str, Any]:
     return section
 
 
-def reproduce_overrides(trial_cfg: Mapping[str, Any], *, conf: Path) -> list[str]:
+def _option_files(conf: Path, user_dir: Path | None, group: str) -> list[Path]:
+    """A group's option files: the package's, then the ones ``--config-dir`` adds (never shadowing)."""
+    files = sorted((conf / group).glob("*.yaml"))
+    if user_dir is not None:
+        names = {p.stem for p in files}
+        files += [p for p in sorted((user_dir / group).glob("*.yaml")) if p.stem not in names]
+    return files
+
+
+def reproduce_overrides(
+    trial_cfg: Mapping[str, Any], *, conf: Path, user_dir: Path | None = None
+) -> list[str]:
     """Overrides that make the default config train exactly this trial config.
 
     Args:
         trial_cfg: The trial's resolved config (a plain mapping).
         conf: The ``conf/`` tree the command will compose from.
+        user_dir: The person's ``--config-dir`` folder, whose options are candidates too.
     """
     defaults = _defaults(conf)
     root = OmegaConf.to_container(OmegaConf.load(conf / "config.yaml"))
@@ -111,8 +123,8 @@ def reproduce_overrides(trial_cfg: Mapping[str, Any], *, conf: Path) -> list[str
         want = _leaves(trial_cfg.get(group, {}), group)
         default = defaults.get(group)
         best: tuple[int, str, list[str]] | None = None
-        for path in sorted((conf / group).glob("*.yaml")):
-            have = _leaves(_option(conf, group, path.stem, seed), group)
+        for path in _option_files(conf, user_dir, group):
+            have = _leaves(_option(path, group, seed), group)
             diff = _diff(want, have)
             score = len(diff) + (0 if path.stem == default else 1)
             if best is None or score < best[0]:
@@ -122,7 +134,7 @@ def reproduce_overrides(trial_cfg: Mapping[str, Any], *, conf: Path) -> list[str
         if best[1] != default:
             tokens.append(f"{group}={best[1]}")
         tokens += best[2]
-    study = _option(conf, "study", defaults.get("study", "default"), seed)
+    study = _option(conf / "study" / f"{defaults.get('study', 'default')}.yaml", "study", seed)
     for key in ("metric", "direction"):
         value = trial_cfg.get("study", {}).get(key)
         if value is not None and value != study.get(key):
@@ -130,14 +142,17 @@ def reproduce_overrides(trial_cfg: Mapping[str, Any], *, conf: Path) -> list[str
     return tokens
 
 
-def reproduce_command(trial_cfg: Mapping[str, Any], *, conf: Path, study_name: str) -> list[str]:
+def reproduce_command(
+    trial_cfg: Mapping[str, Any], *, conf: Path, study_name: str, user_dir: Path | None = None
+) -> list[str]:
     """``python -m tuner ...`` arguments that train the trial again as a one-trial study.
 
     The search space is switched off (``search.params=null``) so the trial's own values
     are trained, not sampled again; pruning is off so the one trial runs to the end.
     """
     return [
-        *reproduce_overrides(trial_cfg, conf=conf),
+        *(["--config-dir", str(user_dir)] if user_dir is not None else []),
+        *reproduce_overrides(trial_cfg, conf=conf, user_dir=user_dir),
         "search.params=null",
         "pruner=none",
         "study.n_trials=1",
