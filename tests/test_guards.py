@@ -10,7 +10,7 @@ from tuner.build import build_datamodule
 from tuner.config import validate
 from tuner.errors import UserError
 from tuner.objective import run_trial
-from tuner.training.guards import DivergenceGuard
+from tuner.training.guards import MIN_JUDGED_STEPS, DivergenceGuard, not_learning_step
 
 SHORT = [
     "trainer.max_steps=60",
@@ -52,13 +52,21 @@ def test_off_when_not_learning_after_is_null():
 
 def test_a_trial_that_does_not_learn_is_stopped_with_its_reason(compose_cfg):
     # An LR of 1e-9 leaves the weights where they started: the loss stays at its start.
-    cfg = compose_cfg(*SHORT, "optimizer=sgd", "optimizer.lr=1e-9", "trainer.not_learning_after=0.25")
+    steps = [*SHORT, "trainer.max_steps=200", "trainer.val_check_interval=50"]
+    cfg = compose_cfg(*steps, "optimizer=sgd", "optimizer.lr=1e-9", "trainer.not_learning_after=0.25")
     outcome = run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
     assert outcome.state == "PRUNED"
     assert outcome.reason is not None and outcome.reason.startswith("not learning")
-    assert outcome.steps < 60  # stopped early: at the first window after 15 steps
-    learning = compose_cfg(*SHORT, "optimizer.lr=1e-2", "trainer.not_learning_after=0.25")
+    assert outcome.steps < 200  # stopped at the first window after step 100 (MIN_JUDGED_STEPS)
+    learning = compose_cfg(*steps, "optimizer.lr=1e-2", "trainer.not_learning_after=0.25")
     assert run_trial(learning, build_datamodule(learning), trial=None, run=None).state == "COMPLETE"
+
+
+def test_the_share_counts_after_the_warmup_and_never_before_100_steps():
+    assert not_learning_step(0.25, 3000, 0) == 750
+    assert not_learning_step(0.25, 3000, 600) == 600 + 600  # a quarter of the 2,400 after warmup
+    assert not_learning_step(0.25, 60, 0) == MIN_JUDGED_STEPS  # a short run: a run of 60 never is
+    assert not_learning_step(None, 3000, 0) is None
 
 
 @pytest.mark.parametrize("value", ["0", "1.5", "-0.1", "yes"])

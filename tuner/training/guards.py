@@ -21,9 +21,15 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
+from tuner.build import plain
 from tuner.errors import UserError
+from tuner.schedules import warmup_length
 
 NOT_LEARNING = "not learning"
+#: No run is judged "not learning" before this many steps: the first dozens of steps of
+#: many runs sit near chance (a small LR, an initialisation that takes a while to move),
+#: and a window of a few losses is noise.
+MIN_JUDGED_STEPS = 100
 
 
 class DivergenceGuard:
@@ -94,13 +100,26 @@ def stop_reason(reason: str, steps: int) -> str:
     return f"diverged at step {steps}: {reason}"
 
 
+def not_learning_step(share: float | None, total: int, warmup: int) -> int | None:
+    """The step from which a run is judged: ``share`` of the steps after its warmup.
+
+    The share counts from the end of the warmup: a run still warming up trains at a
+    fraction of its LR, and judging it then is the bias against warmup that the pruner
+    avoids too. Never before :data:`MIN_JUDGED_STEPS`.
+    """
+    if share is None:
+        return None
+    return max(MIN_JUDGED_STEPS, warmup + math.ceil(share * (total - warmup)))
+
+
 def guard_from_config(cfg: DictConfig) -> DivergenceGuard:
     """The guard a trial of this config runs with (``trainer.divergence_factor``, ``trainer.not_learning_*``)."""
     share = cfg.trainer.get("not_learning_after")
     total = int(cfg.trainer.max_steps)
+    warmup = warmup_length(plain(cfg.schedule), total)
     return DivergenceGuard(
         factor=float(cfg.trainer.divergence_factor),
-        not_learning_after=None if share is None else max(1, math.ceil(float(share) * total)),
+        not_learning_after=not_learning_step(None if share is None else float(share), total, warmup),
         tolerance=float(cfg.trainer.get("not_learning_tolerance", 0.02)),
     )
 
