@@ -83,3 +83,31 @@ class CNN1D(nn.Module):
         if self._unsqueeze:
             x = x.unsqueeze(1)
         return self.head(self.features(x).flatten(1))
+
+
+class TinyTransformer(nn.Module):
+    """One pre-norm transformer block over a short sequence of one-hot tokens, read out at an
+    appended ``=`` token: the classic model of delayed generalisation on modular arithmetic.
+
+    Args:
+        input_shape: ``(tokens, vocabulary)``: each sample is a sequence of one-hot vectors.
+        num_classes: Number of output logits.
+        width: Model width ``d``.
+        heads: Attention heads (must divide ``width``).
+    """
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int, *, width: int = 32, heads: int = 4) -> None:
+        super().__init__()
+        tokens, vocabulary = input_shape
+        # A linear map of the (normalised) one-hot rows is an embedding table plus a shift.
+        self.embed = nn.Linear(vocabulary, width)
+        self.equals = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, tokens + 1, width) * 0.02)
+        self.block = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.cat([self.embed(x), self.equals.expand(len(x), 1, -1)], dim=1) + self.position
+        return self.head(self.block(h)[:, -1])
