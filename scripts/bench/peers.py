@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 import torch
-from jobs import Job, Trace, compose_job, sampler_seed, steps_spent, trace_of
+from jobs import Job, Trace, compose_job, run_study, sampler_seed, steps_spent, trace_of
 from rawloop import LitClassifier, raw_trial
 from sweeper import tpe_per_process
 
@@ -42,17 +42,18 @@ class Peer:
 
 
 def _raw_study(job: Job, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> Trace:
+    """A hand-written Optuna study: the task's space sampled and written as the project
+    writes it (``tuner.space``), each trial a raw PyTorch loop, run to the step budget."""
     from tuner.build import build_datamodule
+    from tuner.space import apply, parse_space, suggest
 
     cfg = compose_job(job)
+    specs = parse_space(cfg.search.params, cfg)
     datamodule = build_datamodule(cfg)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
     def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", job.space.low, job.space.high, log=True)
-        schedule = trial.suggest_categorical("schedule", list(job.space.schedules))
-        trial_cfg = compose_job(job, f"optimizer.lr={lr}", f"schedule.name={schedule}")
-        return raw_trial(trial_cfg, datamodule, trial)
+        return raw_trial(apply(cfg, specs, suggest(trial, specs, cfg)), datamodule, trial)
 
     def stop_at_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if steps_spent(study) >= job.budget:
@@ -73,12 +74,21 @@ def optuna_median(job: Job) -> Trace:
     return _raw_study(job, optuna.samplers.TPESampler(seed=sampler_seed(job)), optuna.pruners.MedianPruner())
 
 
+def optuna_hyperband(job: Job) -> Trace:
+    """Optuna's TPE and HyperbandPruner (resource: training steps, from one evaluation to a
+    full trial, reduction factor 3) reporting from a raw PyTorch loop."""
+    pruner = optuna.pruners.HyperbandPruner(
+        min_resource=job.val_every, max_resource=job.steps, reduction_factor=3
+    )
+    return _raw_study(job, optuna.samplers.TPESampler(seed=sampler_seed(job)), pruner)
+
+
 # --- Lightning's Tuner.lr_find, used once ------------------------------------------------------
 
 
 def lightning_lr_find(job: Job) -> Trace:
     """Lightning's ``Tuner.lr_find`` (its defaults, over the space's LR range) picks the LR; one
-    trial trains it with the base schedule (cosine)."""
+    trial trains it with the task's base config (its optimizer and schedule)."""
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
 
@@ -104,8 +114,8 @@ def lightning_lr_find(job: Job) -> Trace:
         found = Tuner(trainer).lr_find(
             module,
             train_dataloaders=datamodule.train_dataloader(),
-            min_lr=job.space.low,
-            max_lr=job.space.high,
+            min_lr=float(job.space.lr["low"]),
+            max_lr=float(job.space.lr["high"]),
         )
     suggestion = found.suggestion() if found is not None else None
     lr = float(suggestion) if suggestion else float(cfg.optimizer.lr)  # no suggestion: the config's LR
@@ -127,11 +137,6 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
     trials have spent the budget; each round reseeds the sampler (a sampler rebuilt with the
     same seed would repeat the random start-up draws of the first round).
     """
-    from tuner.config import validate
-    from tuner.progress import StudyProgress
-    from tuner.study import build_storage
-    from tuner.tune import tune
-
     started, total, attempt = datetime.now(), 0, 0
     study: optuna.Study | None = None
     while True:
@@ -153,9 +158,7 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
             f"study.n_trials={total}",
             f"sampler.seed={sampler_seed(job, attempt)}",
         )
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
-        study = optuna.load_study(study_name="bench", storage=build_storage(cfg))
+        result, study = run_study(cfg)
         if len(study.trials) <= done:
             raise RuntimeError(f"the study ran no trial: {result.stopped_because}")
         attempt += 1
@@ -178,6 +181,12 @@ def tuner_finder(job: Job) -> Trace:
     return _tune_rounds(job, "search.from_finder=true", setup_steps=_finder_steps)
 
 
+def tuner_probe(job: Job) -> Trace:
+    """The default study with cooldown probes (``probe=cooldown``): pruner and sampler see a
+    short anneal branched from each trial at its evaluations, not the mid-flight value."""
+    return _tune_rounds(job, "probe=cooldown")
+
+
 def tuner_population(job: Job) -> Trace:
     """The default study with ``study.population=4`` (each member's steps count)."""
     return _tune_rounds(job, "study.population=4")
@@ -191,11 +200,17 @@ PEERS: list[Peer] = [
         "TPE without pruning, a fresh `python -m tuner` process per trial (imitates the Hydra Optuna sweeper)",
     ),
     Peer("optuna+median", optuna_median, "hand-written: Optuna TPE + MedianPruner around a raw PyTorch loop"),
+    Peer(
+        "optuna+hyperband",
+        optuna_hyperband,
+        "hand-written: Optuna TPE + HyperbandPruner around a raw PyTorch loop",
+    ),
     Peer("lr_find", lightning_lr_find, "Lightning Tuner.lr_find once, its suggestion trained once"),
     Peer("tuner", tuner_default, "this project's default study: TPE + median pruning"),
     Peer(
         "tuner+finder", tuner_finder, "the default study with search.from_finder=true", "search.from_finder"
     ),
+    Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
     Peer(
         "tuner+population", tuner_population, "the default study with study.population=4", "study.population"
     ),
