@@ -26,6 +26,7 @@ import torch
 from jobs import Job, Trace, compose_job, run_study, sampler_seed, steps_spent, trace_of
 from rawloop import LitClassifier, raw_trial
 from sweeper import tpe_per_process
+from tasks import Space
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,8 @@ class Peer:
     run: Callable[[Job], Trace]
     what: str
     needs: str | None = None
+    #: Why the peer cannot search a space (None: it can); such a task runs without it.
+    unfit: Callable[[Space], str | None] = lambda _space: None
 
 
 # --- hand-written: plain Optuna and a raw PyTorch loop ---------------------------------------
@@ -176,6 +179,13 @@ def _finder_steps(study: optuna.Study) -> int:
     return sum(int(s.get("steps", 0)) for s in record.get("result", {}).get("per_seed", []))
 
 
+def _switches_optimizer(space: Space) -> str | None:
+    """The range test runs the configured optimizer; a space that samples the optimizer
+    family is refused by the project (``search.from_finder``)."""
+    paths = {spec.get("path") for spec in space.params.values()}
+    return "the range test needs a fixed optimizer" if "optimizer.name" in paths else None
+
+
 def tuner_finder(job: Job) -> Trace:
     """The default study with ``search.from_finder=true`` (range-test steps count)."""
     return _tune_rounds(job, "search.from_finder=true", setup_steps=_finder_steps)
@@ -208,7 +218,11 @@ PEERS: list[Peer] = [
     Peer("lr_find", lightning_lr_find, "Lightning Tuner.lr_find once, its suggestion trained once"),
     Peer("tuner", tuner_default, "this project's default study: TPE + median pruning"),
     Peer(
-        "tuner+finder", tuner_finder, "the default study with search.from_finder=true", "search.from_finder"
+        "tuner+finder",
+        tuner_finder,
+        "the default study with search.from_finder=true",
+        "search.from_finder",
+        _switches_optimizer,
     ),
     Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
     Peer(

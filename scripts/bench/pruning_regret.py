@@ -151,7 +151,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         # The same config the study trained, its sampled values written on top, no pruner.
         todo = [(k, t) for k, s in studies.items() for t in s["trials"] if t["state"] == "PRUNED"]
-        outs = pool.map(train_point, [[*base[k], *configs[k[0]]] for k, _ in todo], [t["values"] for _, t in todo])
+        outs = pool.map(
+            train_point, [[*base[k], *configs[k[0]]] for k, _ in todo], [t["values"] for _, t in todo]
+        )
         for (_, trial), (value, _test, _state) in zip(todo, outs, strict=True):
             trial["full_value"] = value
     per_config: dict[str, Any] = {}

@@ -171,7 +171,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for t in size.tasks
     }
     started, load_before = time.monotonic(), os.getloadavg()
-    traces: dict[str, dict[str, list[dict]]] = {t: {p.name: [] for p in peers} for t in size.tasks}
+    fitting = {t: [p for p in peers if p.unfit(TASKS[t].space) is None] for t in size.tasks}
+    skipped += [
+        f"{p.name} on {t} ({p.unfit(TASKS[t].space)})"
+        for t in size.tasks
+        for p in peers
+        if p not in fitting[t]
+    ]
+    traces: dict[str, dict[str, list[dict]]] = {t: {p.name: [] for p in fitting[t]} for t in size.tasks}
     overheads: dict[str, dict] = {}
     with (
         tempfile.TemporaryDirectory(prefix="tuner-suite-") as root,
@@ -182,7 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for task in size.tasks:  # the costliest task first, so the pool ends evenly
             futures[pool.submit(run_overhead, task, size, size.pairs)] = (task, "overhead", -1)
             for seed in range(size.seeds):
-                for peer in peers:
+                for peer in fitting[task]:
                     home = Path(root) / f"{task}-{peer.name}-{seed}"
                     home.mkdir()
                     shutil.copy(template, home / "mlflow.db")
@@ -300,7 +307,7 @@ def main() -> None:
     report.plot(result, result["traces"], Path(f"{stem}.png"))
     print(f"\n{header}\n\n{table}\n")
     if result["peers_left_out"]:
-        print("left out (feature not in this checkout): " + ", ".join(result["peers_left_out"]))
+        print("left out (feature not in this checkout, or unfit for a task): " + ", ".join(result["peers_left_out"]))
     print(f"written {stem}.json, .md, .png")
 
 
