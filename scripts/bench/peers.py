@@ -29,6 +29,11 @@ from sweeper import tpe_per_process
 from tasks import Space
 
 
+def _fits_any(_space: Space) -> str | None:
+    """A peer that can search any space (a module function: peers travel to pool workers)."""
+    return None
+
+
 @dataclass(frozen=True)
 class Peer:
     """A named peer: how it runs, what it is in a line, and the config key it needs."""
@@ -38,7 +43,7 @@ class Peer:
     what: str
     needs: str | None = None
     #: Why the peer cannot search a space (None: it can); such a task runs without it.
-    unfit: Callable[[Space], str | None] = lambda _space: None
+    unfit: Callable[[Space], str | None] = _fits_any
 
 
 # --- hand-written: plain Optuna and a raw PyTorch loop ---------------------------------------
