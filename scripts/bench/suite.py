@@ -39,7 +39,7 @@ import report
 from grid import compute
 from jobs import Job
 from peers import PEERS, Peer, available, worker_init
-from tasks import TASKS, oracle_name, target, task_overrides
+from tasks import TASKS, cell_means, oracle_name, target, task_overrides
 
 HERE = Path(__file__).resolve().parent
 #: The peers whose steps to target the goals compare with the project's (``report.OURS``).
@@ -205,7 +205,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 line = f"overhead x{result['ratio']:.2f}"
             else:
                 traces[task][name].append(result)
-                goal, budget = target(oracles[task], TASKS[task].hit_share), size.budget(task)
+                goal = target(cell_means(oracles[task]), TASKS[task].hit_share)
+                budget = size.budget(task)
                 steps, _ = report.first_reach(result, target=goal, budget=budget)
                 line = f"seed {seed}: best {report.best_at(result, budget):.4f}, target at {steps:.0f} steps"
             print(
@@ -239,28 +240,30 @@ def assemble(size, peers, skipped, oracles, traces, overheads, started, load_bef
         1,
     )
     for task in size.tasks:
-        oracle, goal, budget = (
-            float(oracles[task]["best_val_acc"]),
-            target(oracles[task], TASKS[task].hit_share),
-            size.budget(task),
-        )
-        rows = {
-            peer: report.summarize(runs, target=goal, budget=budget) for peer, runs in traces[task].items()
-        }
         result["tasks"][task] = {
             "what": TASKS[task].what,
             "space": TASKS[task].space.params,
             "steps": size.trial(task)[0],
-            "budget": budget,
-            "hit_share": TASKS[task].hit_share,
-            "oracle": oracle,
+            "budget": size.budget(task),
+            "oracle": float(oracles[task]["best_val_acc"]),
             "oracle_best": oracles[task]["best_point"],
-            "target": goal,
-            "peers": rows,
+            "cells": cell_means(oracles[task]),
             "overhead": overheads.get(task),
         }
+        retarget(result, task, TASKS[task].hit_share)
     result["goals"] = report.goals(result, GOAL_PEERS)
     return result
+
+
+def retarget(result: dict[str, Any], task: str, hit_share: float) -> None:
+    """Sets a task's target from its grid cells and summarises its peers' traces against it."""
+    block = result["tasks"][task]
+    block["hit_share"] = hit_share
+    block["target"] = goal = target(block["cells"], hit_share)
+    block["peers"] = {
+        peer: report.summarize(runs, target=goal, budget=block["budget"])
+        for peer, runs in result["traces"][task].items()
+    }
 
 
 def main() -> None:
@@ -283,11 +286,20 @@ def main() -> None:
     parser.add_argument("--oracles", type=Path, default=HERE / "oracles")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     parser.add_argument("--render", type=Path, help="only write the table and plot of a saved results JSON")
+    parser.add_argument(
+        "--hit-share", type=float, help="with --render: targets from this share of the grid's cells instead"
+    )
     args = parser.parse_args()
     if args.render:
         result = json.loads(args.render.read_text())
+        if args.hit_share:  # another target on the same traces: written beside the run's own files
+            for task, block in result["tasks"].items():
+                if "cells" not in block:  # a run from before the cells were kept
+                    oracle = args.oracles / f"{oracle_name(task, block['steps'])}.json"
+                    block["cells"] = cell_means(json.loads(oracle.read_text()))
+                retarget(result, task, args.hit_share)
         result["goals"] = report.goals(result, GOAL_PEERS)
-        stem = str(args.render.with_suffix(""))
+        stem = str(args.render.with_suffix("")) + (f"-hit{args.hit_share:g}" if args.hit_share else "")
     else:
         from tuner._quiet import quiet_libraries
 
@@ -307,7 +319,10 @@ def main() -> None:
     report.plot(result, result["traces"], Path(f"{stem}.png"))
     print(f"\n{header}\n\n{table}\n")
     if result["peers_left_out"]:
-        print("left out (feature not in this checkout, or unfit for a task): " + ", ".join(result["peers_left_out"]))
+        print(
+            "left out (feature not in this checkout, or unfit for a task): "
+            + ", ".join(result["peers_left_out"])
+        )
     print(f"written {stem}.json, .md, .png")
 
 
