@@ -144,3 +144,10 @@ def test_documented_command_passes_the_checks(
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = main(args, check_only=True)
     assert code == 0, f"{page}: {command}\n{err.getvalue()}"
+
+
+def test_architecture_maps_every_config_group() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and not p.name.startswith("_"))
+    missing = [g for g in groups if f"`{g}`" not in text]
+    assert not missing, f"conf/ groups missing from docs/architecture.md: {missing}"
