@@ -1,10 +1,11 @@
-"""Dense learning-rate (x schedule) grid on a task: the oracle a study is measured against.
+"""Dense grid on a task: the oracle a study is measured against.
 
-Trains every LR of a log-spaced grid, for each schedule family and each seed, through the
-same trial code the studies use (no pruning), and writes per-point validation and test
-accuracy, the best point (chosen on the seeds' mean validation accuracy) and its mean test
-accuracy. A schedule family is set as ``schedule.name=<family>`` on top of the configured
-schedule group, exactly as a search space's ``schedule`` parameter sets it.
+Trains every point of a grid (the LR, and any other config path: schedule or optimizer
+family, weight decay...) for each seed, through the same trial code the studies use (no
+pruning), and writes per-point validation and test accuracy, the best point (chosen on the
+seeds' mean validation accuracy) and its mean test accuracy. A point's values are written
+as the search writes sampled values, so ``schedule.name=wsd`` or ``optimizer.name=sgd``
+brings that family's own keys, exactly as a search space's parameter does.
 
     python scripts/bench/grid.py [--points 13] [--seeds 0 1] [--schedules constant cosine]
                                  [--workers 2] [--name default] [overrides...]
@@ -13,6 +14,7 @@ schedule group, exactly as a search space's ``schedule`` parameter sets it.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -34,19 +36,25 @@ def log_grid(low: float, high: float, points: int) -> list[float]:
     return [low * (high / low) ** (i / (points - 1)) for i in range(points)]
 
 
-def _point(overrides: list[str]) -> tuple[float, float, str]:
-    """One full trial without pruning: (final val_acc, test_acc, state); diverged scores 0."""
+def train_point(overrides: list[str], values: dict[str, Any]) -> tuple[float, float, str]:
+    """One full trial without pruning: (final val_acc, test_acc, state); diverged scores 0.
+
+    ``values`` (config path -> value) are written as the search writes sampled values
+    (``tuner.space.apply``): a drawn optimizer or schedule family gets its own keys.
+    """
     import torch
 
     from tuner._quiet import quiet_libraries
     from tuner.build import build_datamodule
     from tuner.cli import compose
     from tuner.objective import run_trial
+    from tuner.space import ParamSpec, apply
 
     quiet_libraries()
     torch.set_num_threads(1)
-    cfg = compose(overrides)
-    outcome = run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
+    base = compose(overrides)
+    cfg = apply(base, [ParamSpec(path, path, "categorical") for path in values], values)
+    outcome = run_trial(cfg, build_datamodule(base), trial=None, run=None)
     complete = outcome.state == "COMPLETE" and outcome.value is not None
     return (
         float(outcome.value) if complete and outcome.value is not None else 0.0,
@@ -55,12 +63,16 @@ def _point(overrides: list[str]) -> tuple[float, float, str]:
     )
 
 
+def cells_of(axes: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the axes' values (config path -> values), the first axis slowest."""
+    return [dict(zip(axes, combo, strict=True)) for combo in itertools.product(*axes.values())]
+
+
 def compute(
     name: str,
     overrides: Sequence[str],
     *,
-    lrs: Sequence[float],
-    schedules: Sequence[str | None],
+    axes: dict[str, Sequence[Any]],
     seeds: Sequence[int],
     workers: int = 1,
     out_dir: Path = ORACLES,
@@ -71,8 +83,7 @@ def compute(
     Args:
         name: Oracle name (the file's stem).
         overrides: Config overrides that make the task (and its trial length).
-        lrs: Peak learning rates of the grid.
-        schedules: Schedule families (``schedule.name``); None keeps the configured one.
+        axes: Config path -> values, crossed (``optimizer.lr``, ``schedule.name``...).
         seeds: Seeds of each point (model init; the data split comes from the overrides).
         workers: Processes training points in parallel (one torch thread each).
         out_dir: Where the JSON goes.
@@ -81,30 +92,22 @@ def compute(
     from tuner.cli import compose
 
     started = time.monotonic()
-    cells = [(lr, schedule) for schedule in schedules for lr in lrs]
-    jobs = [
-        [
-            *overrides,
-            f"seed={seed}",
-            f"optimizer.lr={lr}",
-            *([f"schedule.name={schedule}"] if schedule else []),
-        ]
-        for lr, schedule in cells
-        for seed in seeds
-    ]
+    cells = cells_of(axes)
+    jobs = [([*overrides, f"seed={seed}"], cell) for cell in cells for seed in seeds]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         points = []
-        for i, point in enumerate(pool.map(_point, jobs), start=1):
+        for i, point in enumerate(pool.map(train_point, *zip(*jobs, strict=True)), start=1):
             points.append(point)
             if i % max(1, len(jobs) // 10) == 0 or i == len(jobs):
                 say(f"  oracle {name}: {i}/{len(jobs)} trials ({time.monotonic() - started:.0f}s)")
     rows = []
-    for index, (lr, schedule) in enumerate(cells):
+    for index, cell in enumerate(cells):
         mine = points[index * len(seeds) : (index + 1) * len(seeds)]
         rows.append(
             {
-                "lr": lr,
-                "schedule": schedule,
+                "point": cell,
+                "lr": cell.get("optimizer.lr"),
+                "schedule": cell.get("schedule.name"),
                 "val_acc": [p[0] for p in mine],
                 "test_acc": [p[1] for p in mine],
                 "states": [p[2] for p in mine],
@@ -112,13 +115,13 @@ def compute(
         )
     best = max(rows, key=lambda r: statistics.mean(r["val_acc"]))
     cfg = compose(list(overrides))
+    shape = " x ".join(f"{path} {list(values)}" for path, values in axes.items())
     oracle = {
         "task": name,
         "how": (
-            f"{len(lrs)} log-spaced LRs in [{min(lrs):g}, {max(lrs):g}] x schedules {list(schedules)} "
-            f"x seeds {list(seeds)}, each a full trial without pruning through tuner.objective.run_trial "
-            f"(diverged or failed = 0); overrides {list(overrides)}; best point chosen on the seeds' mean "
-            "validation accuracy, reported on the test split"
+            f"grid {shape} x seeds {list(seeds)}, each a full trial without pruning through "
+            f"tuner.objective.run_trial (diverged or failed = 0); overrides {list(overrides)}; best point "
+            "chosen on the seeds' mean validation accuracy, reported on the test split"
         ),
         "overrides": list(overrides),
         "model": cfg.model._target_,
@@ -126,9 +129,9 @@ def compute(
         "optimizer": cfg.optimizer.name,
         "schedule": cfg.schedule.name,
         "max_steps": int(cfg.trainer.max_steps),
-        "lrs": list(lrs),
-        "schedules": list(schedules),
+        "axes": {path: list(values) for path, values in axes.items()},
         "seeds": list(seeds),
+        "best_point": best["point"],
         "best_lr": best["lr"],
         "best_schedule": best["schedule"],
         "best_val_acc": statistics.mean(best["val_acc"]),
@@ -171,8 +174,10 @@ def main() -> None:
     oracle = compute(
         args.name,
         args.overrides,
-        lrs=log_grid(args.low, args.high, args.points),
-        schedules=args.schedules or [None],
+        axes={
+            "optimizer.lr": log_grid(args.low, args.high, args.points),
+            **({"schedule.name": args.schedules} if args.schedules else {}),
+        },
         seeds=args.seeds,
         workers=args.workers,
     )

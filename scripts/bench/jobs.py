@@ -8,13 +8,14 @@ failed).
 
 from __future__ import annotations
 
+import contextlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import optuna
-from tasks import Space, task_overrides
+from tasks import TASKS, Space, task_overrides
 
 Trace = dict[str, Any]
 
@@ -29,9 +30,13 @@ class Job:
     val_every: int
     budget: int
     home: str
-    space: Space = field(default_factory=Space)
     extra: tuple[str, ...] = ()
     cold_processes: bool = False
+
+    @property
+    def space(self) -> Space:
+        """The task's search space: every peer searches the same one."""
+        return TASKS[self.task].space
 
     def overrides(self) -> list[str]:
         """The task, its trial length, the shared search space and the seed."""
@@ -78,3 +83,16 @@ def sampler_seed(job: Job, restart: int = 0) -> int:
 def steps_spent(study: optuna.Study) -> int:
     """Training steps of all the study's trials so far (pruned ones for the steps they took)."""
     return sum(int(t.user_attrs.get("steps", 0)) for t in study.get_trials(deepcopy=False))
+
+
+def run_study(cfg: Any) -> tuple[Any, optuna.Study]:
+    """The project's study for a composed config, in this process, quiet; its result and the
+    Optuna study as stored (for its trials' states, steps and params)."""
+    from tuner.config import validate
+    from tuner.progress import StudyProgress
+    from tuner.study import build_storage
+    from tuner.tune import tune
+
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
+    return result, optuna.load_study(study_name=str(cfg.study.name), storage=build_storage(cfg))

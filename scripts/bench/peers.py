@@ -23,9 +23,15 @@ from typing import Any
 
 import optuna
 import torch
-from jobs import Job, Trace, compose_job, sampler_seed, steps_spent, trace_of
+from jobs import Job, Trace, compose_job, run_study, sampler_seed, steps_spent, trace_of
 from rawloop import LitClassifier, raw_trial
 from sweeper import tpe_per_process
+from tasks import Space
+
+
+def _fits_any(_space: Space) -> str | None:
+    """A peer that can search any space (a module function: peers travel to pool workers)."""
+    return None
 
 
 @dataclass(frozen=True)
@@ -36,23 +42,26 @@ class Peer:
     run: Callable[[Job], Trace]
     what: str
     needs: str | None = None
+    #: Why the peer cannot search a space (None: it can); such a task runs without it.
+    unfit: Callable[[Space], str | None] = _fits_any
 
 
 # --- hand-written: plain Optuna and a raw PyTorch loop ---------------------------------------
 
 
 def _raw_study(job: Job, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> Trace:
+    """A hand-written Optuna study: the task's space sampled and written as the project
+    writes it (``tuner.space``), each trial a raw PyTorch loop, run to the step budget."""
     from tuner.build import build_datamodule
+    from tuner.space import apply, parse_space, suggest
 
     cfg = compose_job(job)
+    specs = parse_space(cfg.search.params, cfg)
     datamodule = build_datamodule(cfg)
     study = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
 
     def objective(trial: optuna.Trial) -> float:
-        lr = trial.suggest_float("lr", job.space.low, job.space.high, log=True)
-        schedule = trial.suggest_categorical("schedule", list(job.space.schedules))
-        trial_cfg = compose_job(job, f"optimizer.lr={lr}", f"schedule.name={schedule}")
-        return raw_trial(trial_cfg, datamodule, trial)
+        return raw_trial(apply(cfg, specs, suggest(trial, specs, cfg)), datamodule, trial)
 
     def stop_at_budget(study: optuna.Study, _trial: optuna.trial.FrozenTrial) -> None:
         if steps_spent(study) >= job.budget:
@@ -73,12 +82,21 @@ def optuna_median(job: Job) -> Trace:
     return _raw_study(job, optuna.samplers.TPESampler(seed=sampler_seed(job)), optuna.pruners.MedianPruner())
 
 
+def optuna_hyperband(job: Job) -> Trace:
+    """Optuna's TPE and HyperbandPruner (resource: training steps, from one evaluation to a
+    full trial, reduction factor 3) reporting from a raw PyTorch loop."""
+    pruner = optuna.pruners.HyperbandPruner(
+        min_resource=job.val_every, max_resource=job.steps, reduction_factor=3
+    )
+    return _raw_study(job, optuna.samplers.TPESampler(seed=sampler_seed(job)), pruner)
+
+
 # --- Lightning's Tuner.lr_find, used once ------------------------------------------------------
 
 
 def lightning_lr_find(job: Job) -> Trace:
     """Lightning's ``Tuner.lr_find`` (its defaults, over the space's LR range) picks the LR; one
-    trial trains it with the base schedule (cosine)."""
+    trial trains it with the task's base config (its optimizer and schedule)."""
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
 
@@ -104,8 +122,8 @@ def lightning_lr_find(job: Job) -> Trace:
         found = Tuner(trainer).lr_find(
             module,
             train_dataloaders=datamodule.train_dataloader(),
-            min_lr=job.space.low,
-            max_lr=job.space.high,
+            min_lr=float(job.space.lr["low"]),
+            max_lr=float(job.space.lr["high"]),
         )
     suggestion = found.suggestion() if found is not None else None
     lr = float(suggestion) if suggestion else float(cfg.optimizer.lr)  # no suggestion: the config's LR
@@ -127,11 +145,6 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
     trials have spent the budget; each round reseeds the sampler (a sampler rebuilt with the
     same seed would repeat the random start-up draws of the first round).
     """
-    from tuner.config import validate
-    from tuner.progress import StudyProgress
-    from tuner.study import build_storage
-    from tuner.tune import tune
-
     started, total, attempt = datetime.now(), 0, 0
     study: optuna.Study | None = None
     while True:
@@ -153,9 +166,7 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
             f"study.n_trials={total}",
             f"sampler.seed={sampler_seed(job, attempt)}",
         )
-        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-            result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
-        study = optuna.load_study(study_name="bench", storage=build_storage(cfg))
+        result, study = run_study(cfg)
         if len(study.trials) <= done:
             raise RuntimeError(f"the study ran no trial: {result.stopped_because}")
         attempt += 1
@@ -173,9 +184,22 @@ def _finder_steps(study: optuna.Study) -> int:
     return sum(int(s.get("steps", 0)) for s in record.get("result", {}).get("per_seed", []))
 
 
+def _switches_optimizer(space: Space) -> str | None:
+    """The range test runs the configured optimizer; a space that samples the optimizer
+    family is refused by the project (``search.from_finder``)."""
+    paths = {spec.get("path") for spec in space.params.values()}
+    return "the range test needs a fixed optimizer" if "optimizer.name" in paths else None
+
+
 def tuner_finder(job: Job) -> Trace:
     """The default study with ``search.from_finder=true`` (range-test steps count)."""
     return _tune_rounds(job, "search.from_finder=true", setup_steps=_finder_steps)
+
+
+def tuner_probe(job: Job) -> Trace:
+    """The default study with cooldown probes (``probe=cooldown``): pruner and sampler see a
+    short anneal branched from each trial at its evaluations, not the mid-flight value."""
+    return _tune_rounds(job, "probe=cooldown")
 
 
 def tuner_population(job: Job) -> Trace:
@@ -191,11 +215,21 @@ PEERS: list[Peer] = [
         "TPE without pruning, a fresh `python -m tuner` process per trial (imitates the Hydra Optuna sweeper)",
     ),
     Peer("optuna+median", optuna_median, "hand-written: Optuna TPE + MedianPruner around a raw PyTorch loop"),
+    Peer(
+        "optuna+hyperband",
+        optuna_hyperband,
+        "hand-written: Optuna TPE + HyperbandPruner around a raw PyTorch loop",
+    ),
     Peer("lr_find", lightning_lr_find, "Lightning Tuner.lr_find once, its suggestion trained once"),
     Peer("tuner", tuner_default, "this project's default study: TPE + median pruning"),
     Peer(
-        "tuner+finder", tuner_finder, "the default study with search.from_finder=true", "search.from_finder"
+        "tuner+finder",
+        tuner_finder,
+        "the default study with search.from_finder=true",
+        "search.from_finder",
+        _switches_optimizer,
     ),
+    Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
     Peer(
         "tuner+population", tuner_population, "the default study with study.population=4", "study.population"
     ),

@@ -27,6 +27,14 @@ def first_reach(trace: Trace, *, target: float, budget: int) -> tuple[float, flo
     return math.inf, math.inf
 
 
+def trials_to_reach(trace: Trace, *, target: float, budget: int) -> float:
+    """How many trials had ended (pruned ones included) when one first scored ``target``."""
+    for count, trial in enumerate(_within(trace, budget), start=1):
+        if trial["value"] is not None and trial["value"] >= target:
+            return float(count)
+    return math.inf
+
+
 def best_at(trace: Trace, budget: int) -> float:
     """Best final validation accuracy of the trials finished within ``budget`` steps (0 if none)."""
     values = [t["value"] for t in _within(trace, budget) if t["value"] is not None]
@@ -40,6 +48,9 @@ def summarize(traces: Sequence[Trace], *, target: float, budget: int) -> dict[st
         "seeds": len(traces),
         "steps_to_target": statistics.median(r[0] for r in reach),
         "seconds_to_target": statistics.median(r[1] for r in reach),
+        "trials_to_target": statistics.median(
+            trials_to_reach(t, target=target, budget=budget) for t in traces
+        ),
         "p_reach": sum(math.isfinite(r[0]) for r in reach) / len(reach),
         "best_at_budget": statistics.median(best_at(t, budget) for t in traces),
         "trials": statistics.median(len(_within(t, budget)) for t in traces),
@@ -88,17 +99,16 @@ def _num(value: float, fmt: str, budget: int | None = None) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    """The results as Markdown: one table of peers per task, the overhead and the goals."""
-    budget = int(result["size"]["budget"])
+    """The results as Markdown: one table of peers per task, the tasks, the goals and checks."""
     lines = [
-        "| task | peer | steps to target | wall s to target | P(reach) | best val_acc at budget | trials | CPU s |",
+        "| task | peer | steps to target | trials to target | P(reach) | best val_acc at budget | trials | CPU s |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for task, block in result["tasks"].items():
         for peer, row in block["peers"].items():
             lines.append(
-                f"| {task} | {peer} | {_num(row['steps_to_target'], '.0f', budget)} | "
-                f"{_num(row['seconds_to_target'], '.1f', None)} | {row['p_reach']:.2f} | "
+                f"| {task} | {peer} | {_num(row['steps_to_target'], '.0f', block['budget'])} | "
+                f"{_num(row.get('trials_to_target', math.nan), '.0f', None)} | {row['p_reach']:.2f} | "
                 f"{row['best_at_budget']:.4f} | {row['trials']:g} | {row['cpu_s']:.1f} |"
             )
     lines += [
@@ -109,7 +119,7 @@ def markdown(result: dict[str, Any]) -> str:
     for task, block in result["tasks"].items():
         over = block.get("overhead") or {}
         lines.append(
-            f"| {task} | {block['oracle']:.4f} | {block['target']:.4f} | {budget} | "
+            f"| {task} | {block['oracle']:.4f} | {block['target']:.4f} | {block['budget']} | "
             f"{over.get('raw_s', math.nan):.3f} | {over.get('framework_s', math.nan):.3f} | "
             f"{over.get('ratio', math.nan):.3f} |"
         )
@@ -118,20 +128,41 @@ def markdown(result: dict[str, Any]) -> str:
         lines += ["", "| steps to target, peer / tuner | " + " | ".join(result["tasks"]) + " | median task |"]
         lines.append("|---|" + "---:|" * (len(result["tasks"]) + 1))
         for peer, per_task in goals.items():
-            cells = [_ratio(per_task[task], result["tasks"][task], budget) for task in result["tasks"]]
+            cells = [_ratio(per_task[task], result["tasks"][task]) for task in result["tasks"]]
             lines.append(f"| {peer} | " + " | ".join(cells) + f" | {_num(per_task['median'], '.2f', 0)} |")
         lines += [
             "",
             "(> x: the peer did not reach the target within the budget on the median seed, so the "
             "ratio is at least budget / ours; n/a: neither did.)",
         ]
-    return "\n".join(lines)
+    return "\n".join([*lines, "", *checks(result)])
 
 
-def _ratio(value: float, block: dict[str, Any], budget: int) -> str:
+def checks(result: dict[str, Any]) -> list[str]:
+    """Whether the suite can tell methods apart on this run, and whether we always get there."""
+    out = []
+    for task, block in result["tasks"].items():
+        rows = block["peers"]
+        parts = []
+        if "random" in rows:
+            parts.append(
+                f"random reaches the target on {rows['random']['p_reach']:.0%} of seeds (wanted >= 60%)"
+            )
+        if "tpe-per-process" in rows:
+            trials = rows["tpe-per-process"].get("trials_to_target", math.nan)
+            said = f"needs {trials:.0f} full trials" if math.isfinite(trials) else "does not reach it"
+            parts.append(f"TPE without pruning {said} on the median seed (wanted >= 5 trials)")
+        for peer in (p for p in rows if p == OURS or p.startswith(OURS + "+")):
+            every = "every seed" if rows[peer]["p_reach"] == 1 else f"{rows[peer]['p_reach']:.0%} of seeds"
+            parts.append(f"{peer} reaches it on {every}")
+        out.append(f"- {task}: " + "; ".join(parts) + ".")
+    return out
+
+
+def _ratio(value: float, block: dict[str, Any]) -> str:
     if math.isinf(value):
         ours = block["peers"][OURS]["steps_to_target"]
-        return f"> {budget / ours:.2f}"
+        return f"> {block['budget'] / ours:.2f}"
     return _num(value, ".2f")
 
 
@@ -160,12 +191,11 @@ def plot(result: dict[str, Any], traces: dict[str, dict[str, list[Trace]]], path
     import matplotlib.pyplot as plt
     import numpy as np
 
-    budget = int(result["size"]["budget"])
-    grid = list(np.linspace(0, budget, 101).astype(int))
     tasks = list(traces)
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         block = result["tasks"][task]
+        grid = list(np.linspace(0, int(block["budget"]), 101).astype(int))
         styles = itertools.cycle(["-", "--", "-.", ":"])  # peers that agree stay visible
         for peer, runs in traces[task].items():
             curves = np.array([_curve(t, grid) for t in runs], dtype=float)
@@ -174,7 +204,7 @@ def plot(result: dict[str, Any], traces: dict[str, dict[str, list[Trace]]], path
             median = np.median(np.where(np.isnan(curves), -1.0, curves), axis=0)
             median[median < 0] = np.nan
             ax.step(grid, median, where="post", label=peer, linestyle=next(styles), alpha=0.85)
-        ax.axhline(block["target"], color="k", linestyle="--", linewidth=0.8, label="target (oracle - 1 pt)")
+        ax.axhline(block["target"], color="k", linestyle="--", linewidth=0.8, label="target")
         ax.set_title(task)
         ax.set_xlabel("training steps (all trials)")
         ax.set_ylabel("best val_acc so far (median over seeds)")

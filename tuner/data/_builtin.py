@@ -96,3 +96,31 @@ class MNISTSubset(ArrayDataModule):
 
         x, y = mnist_data()
         return _holdout(x, y, test_fraction=self.test_fraction, seed=1234)
+
+
+class ModularAddition(ArrayDataModule):
+    """``(a + b) mod p`` for every pair ``a, b < p``: an algorithmic task with delayed
+    generalisation ("grokking") under strong weight decay.
+
+    A sample is the two operands one-hot, shape ``(2, p)``; the label is the sum mod ``p``.
+    A fixed share of the pairs is held out as the test split; ``val_fraction`` of the rest
+    is validation, the remainder is trained on. The split of pairs never depends on ``seed``
+    (a seed changes the weights and the batch order only), so every trial sees the same task.
+
+    Args:
+        modulus: ``p``.
+        test_fraction: Share of all ``p * p`` pairs held out as the test split.
+        **kwargs: Passed to :class:`ArrayDataModule`.
+    """
+
+    def __init__(self, *, modulus: int = 23, test_fraction: float = 0.3, **kwargs: object) -> None:
+        self.modulus = modulus
+        self.test_fraction = test_fraction
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def load_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        p = self.modulus
+        a, b = (g.ravel() for g in np.meshgrid(np.arange(p), np.arange(p), indexing="ij"))
+        eye = np.eye(p, dtype=np.float32)
+        x = np.stack([eye[a], eye[b]], axis=1)
+        return _holdout(x, (a + b) % p, test_fraction=self.test_fraction, seed=1234)

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from tuner.models._nets import CNN1D, MLP
+from tuner.models._nets import CNN1D, MLP, TinyTransformer
 
-__all__ = ["CNN1D", "MLP"]
+__all__ = ["CNN1D", "MLP", "TinyTransformer"]

@@ -83,3 +83,49 @@ class CNN1D(nn.Module):
         if self._unsqueeze:
             x = x.unsqueeze(1)
         return self.head(self.features(x).flatten(1))
+
+
+class TinyTransformer(nn.Module):
+    """One pre-norm transformer block over a short sequence of tokens, read out at an appended
+    ``=`` token: the classic model of delayed generalisation on modular arithmetic.
+
+    Args:
+        input_shape: ``(tokens, features)``, e.g. one-hot operands (``data=modadd``); a flat
+            ``(length,)`` sample is cut into at most ``max_tokens`` patches (zero-padded).
+        num_classes: Number of output logits.
+        width: Model width ``d``.
+        heads: Attention heads (must divide ``width``).
+        max_tokens: Most tokens a flat sample is cut into (attention is quadratic in them).
+    """
+
+    def __init__(
+        self,
+        input_shape: Sequence[int],
+        num_classes: int,
+        *,
+        width: int = 32,
+        heads: int = 4,
+        max_tokens: int = 16,
+    ) -> None:
+        super().__init__()
+        if len(input_shape) == 1:
+            self.patch = math.ceil(input_shape[0] / max_tokens)
+            tokens, features = math.ceil(input_shape[0] / self.patch), self.patch
+        else:
+            self.patch = 0
+            tokens, features = input_shape
+        # A linear map of (normalised) one-hot rows is an embedding table plus a shift.
+        self.embed = nn.Linear(features, width)
+        self.equals = nn.Parameter(torch.randn(1, 1, width) * 0.02)
+        self.position = nn.Parameter(torch.randn(1, tokens + 1, width) * 0.02)
+        self.block = nn.TransformerEncoderLayer(
+            width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True
+        )
+        self.head = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.patch:
+            pad = (-x.shape[1]) % self.patch
+            x = nn.functional.pad(x, (0, pad)).view(len(x), -1, self.patch)
+        h = torch.cat([self.embed(x), self.equals.expand(len(x), 1, -1)], dim=1) + self.position
+        return self.head(self.block(h)[:, -1])
