@@ -61,7 +61,7 @@ def trace_of(study: optuna.Study, started: datetime, *, setup_steps: int = 0) ->
     done.sort(key=lambda t: (t.datetime_complete, t.number))
     trials, spent = [], setup_steps
     for t in done:
-        spent += int(t.user_attrs.get("steps", 0))
+        spent += trial_steps(t)
         complete = t.state == optuna.trial.TrialState.COMPLETE
         trials.append(
             {
@@ -80,9 +80,14 @@ def sampler_seed(job: Job, restart: int = 0) -> int:
     return job.seed * 1000 + restart
 
 
+def trial_steps(trial: optuna.trial.FrozenTrial) -> int:
+    """Training steps a trial took: its own, and its cooldown probes' branches (they train too)."""
+    return int(trial.user_attrs.get("steps", 0)) + int(trial.user_attrs.get("probe_steps", 0))
+
+
 def steps_spent(study: optuna.Study) -> int:
     """Training steps of all the study's trials so far (pruned ones for the steps they took)."""
-    return sum(int(t.user_attrs.get("steps", 0)) for t in study.get_trials(deepcopy=False))
+    return sum(trial_steps(t) for t in study.get_trials(deepcopy=False))
 
 
 def run_study(cfg: Any) -> tuple[Any, optuna.Study]:

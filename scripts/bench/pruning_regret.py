@@ -85,7 +85,8 @@ def run_one_study(overrides: list[str], home: str) -> dict[str, Any]:
                 "number": t.number,
                 "state": t.state.name,
                 "reason": t.user_attrs.get("reason"),
-                "steps": int(t.user_attrs.get("steps", 0)),
+                # The cooldown probes' branches train too: a budget counts their steps.
+                "steps": int(t.user_attrs.get("steps", 0)) + int(t.user_attrs.get("probe_steps", 0)),
                 "value": float(t.value) if complete and t.value is not None else None,
                 "values": {paths[name]: value for name, value in t.params.items() if name in paths},
             }
