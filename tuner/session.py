@@ -26,12 +26,7 @@ from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished, open_study
 from tuner.ties import raw_value
-from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, local_uri
-
-
-def tracking_uri(cfg: DictConfig) -> str:
-    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
-    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
+from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, tracking_uri
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from urllib.parse import unquote, urlparse
 
 from mlflow.entities import Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
@@ -71,6 +72,11 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILL
 def local_uri(root: Path) -> str:
     """The default store: an SQLite file beside the study's other outputs."""
     return f"sqlite:///{root.resolve() / 'mlflow.db'}"
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
+    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
 
 
 class Tracker:

@@ -46,7 +46,6 @@ from tuner.session import (
     undo_if_fruitless,
     warn_unlogged,
 )
-from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
 from tuner.space import ParamSpec, apply, suggest
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.ties import told_value
