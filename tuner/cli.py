@@ -13,12 +13,12 @@ import re
 import sys
 import traceback
 from collections.abc import Iterator
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.conf_path import CONFIG_DIR_ENV, config_dir, user_config_dir
 from tuner.errors import INTERRUPTED, StudyStopped, UserError, as_user_error
 from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
@@ -47,8 +47,6 @@ Options:
             `- config` in its defaults to start from the package's
 """
 
-#: Where the ``--config-dir`` folder travels to worker processes and DDP ranks.
-CONFIG_DIR_ENV = "TUNER_CONFIG_DIR"
 #: Flags that take a value, long and short (Hydra's spelling).
 _VALUE_FLAGS = {
     "--config-dir": "config_dir",
@@ -74,20 +72,6 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
         else:
             overrides.append(arg)
     return flags, overrides
-
-
-def config_dir() -> Path:
-    """The ``conf/`` tree: shipped inside the package, or beside it in a source checkout."""
-    shipped = resources.files("tuner") / "conf"
-    if shipped.is_dir():
-        return Path(str(shipped))
-    return Path(__file__).resolve().parent.parent / "conf"
-
-
-def user_config_dir() -> Path | None:
-    """The person's own config folder (``--config-dir``), in this process or the one that started it."""
-    folder = os.environ.get(CONFIG_DIR_ENV)
-    return Path(folder) if folder else None
 
 
 def check_config_dir(folder: str) -> Path:
@@ -352,7 +336,7 @@ def _report(cfg: DictConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.report.build import load_for_report, write_report
-    from tuner.session import tracking_uri
+    from tuner.tracking import tracking_uri
 
     study = load_for_report(cfg)
     report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))
