@@ -19,7 +19,6 @@ from tuner import ddp, stopping
 from tuner._testpoint import point
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
-from tuner.config import check_trial
 from tuner.coordination import (
     TrialLost,
     claim_slot,
@@ -50,6 +49,7 @@ from tuner.space import ParamSpec, apply, suggest
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.ties import told_value
 from tuner.tracking import Tracker, TrialRun
+from tuner.trial_check import check_trial
 from tuner.widen import widen_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
