@@ -19,6 +19,7 @@ from tuner import stopping
 from tuner._testpoint import point
 from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, model_note, plain
+from tuner.compat import storage_of, study_id
 from tuner.coordination import reap_dead_owners
 from tuner.preflight import check_first_batch, check_population, check_services
 from tuner.resilience import StorageGuard
@@ -67,7 +68,7 @@ class Tracked:
 def study_key(study: optuna.Study) -> str:
     """What tells this Optuna study from an earlier one of the same name: its storage id
     (a study replaced with ``study.resume=false`` gets a new one)."""
-    return str(study._study_id)
+    return str(study_id(study))
 
 
 def sidecar_wanted(cfg: DictConfig) -> bool:
@@ -208,7 +209,7 @@ def undo_if_fruitless(opened: Tracked) -> bool:
     if not opened.was_new or opened.study.get_trials(deepcopy=False, states=states):
         return False
     opened.tracker.discard(opened.parent)
-    optuna.delete_study(study_name=opened.study.study_name, storage=opened.study._storage)
+    optuna.delete_study(study_name=opened.study.study_name, storage=storage_of(opened.study))
     return True
 
 

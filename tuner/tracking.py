@@ -23,6 +23,7 @@ from mlflow.entities import Param, RunStatus, RunTag, ViewType
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
+from tuner.compat import hard_delete
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
 from tuner.sidecar import Sidecar
@@ -260,7 +261,7 @@ class Tracker:
         trial_run = TrialRun(self, ref)
         values = dict(params)
         for start in range(0, len(values), 100):
-            self._batch(ref, params=[[p.key, p.value] for p in _params(values, start)])
+            self.write_batch(ref, params=[[p.key, p.value] for p in _params(values, start)])
         trial_run.log_text(config_yaml, "trial_config.yaml")
         return trial_run
 
@@ -272,7 +273,11 @@ class Tracker:
         """Queues any write on the background thread (kept in memory only in an outage)."""
         self._writer.submit(Op("call", "", call=write))
 
-    def _batch(
+    def queue(self, op: Op) -> None:
+        """Queues one spooled write (an artifact, a plot) on the background thread."""
+        self._writer.submit(op)
+
+    def write_batch(
         self,
         ref: str,
         *,
@@ -280,6 +285,7 @@ class Tracker:
         params: list[list[str]] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
+        """Queues metrics, params and tags of a run (tags masked) as one spooled batch."""
         data: dict[str, Any] = {}
         if metrics:
             data["metrics"] = metrics
@@ -293,7 +299,7 @@ class Tracker:
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """Logs several metrics at one step."""
         now = int(time.time() * 1000)
-        self._batch(run_id, metrics=[[k, float(v), now, step] for k, v in metrics.items()])
+        self.write_batch(run_id, metrics=[[k, float(v), now, step] for k, v in metrics.items()])
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         """Logs a text artifact, passwords masked."""
@@ -301,7 +307,7 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Sets tags on a run (values masked)."""
-        self._batch(run_id, tags=tags)
+        self.write_batch(run_id, tags=tags)
 
     def end_run(self, run_id: str, status: str) -> None:
         """Ends a run: FINISHED, FAILED or KILLED."""
@@ -313,7 +319,7 @@ class Tracker:
             k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         now = int(time.time() * 1000)
-        self._batch(
+        self.write_batch(
             run_id,
             metrics=[[k, float(v), now, 0] for k, v in metrics.items()],
             tags={f"tuner.{k}": str(v) for k, v in summary.items() if k not in metrics},
@@ -358,17 +364,13 @@ class Tracker:
             )
         ]
         experiment = self.client.get_experiment(self.experiment_id)
-        store = self.client._tracking_client.store
-        hard = all(hasattr(store, name) for name in ("_hard_delete_run", "_hard_delete_experiment"))
         for run_id in runs:
             self.client.delete_run(run_id)
-            if hard:
-                store._hard_delete_run(run_id)
+            hard_delete(self.client, run_id=run_id)
             _remove_local(experiment.artifact_location, run_id)
         if self.created_experiment:
             self.client.delete_experiment(self.experiment_id)
-            if hard:
-                store._hard_delete_experiment(self.experiment_id)
+            hard_delete(self.client, experiment_id=self.experiment_id)
             _remove_local(experiment.artifact_location, "")
             if self.artifact_root is not None and self.artifact_root.is_dir():
                 with contextlib.suppress(OSError):  # kept when other experiments use it
@@ -426,7 +428,7 @@ class TrialRun:
             [k, float(v), now, s] for k, values in series.items() for s, v in zip(steps, values, strict=False)
         ]
         for start in range(0, len(metrics), _BATCH):
-            self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
+            self.tracker.write_batch(self.run_id, metrics=metrics[start : start + _BATCH])
 
     def flush_steps(self) -> None:
         """Sends the steps since the last thinned point: at the run's end, and before
@@ -441,7 +443,7 @@ class TrialRun:
         self.tracker.log_text(self.run_id, text, artifact_file)
 
     def log_artifact(self, path: Path) -> None:
-        self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
+        self.tracker.queue(Op("artifact", self.run_id, {"path": str(path)}))
 
     def log_lr_curve(self, *, plan: Mapping[str, Any] | None, title: str) -> None:
         """Plots the LR recorded at every step taken (and the planned one, from
@@ -453,7 +455,7 @@ class TrialRun:
         """
         steps, lrs = list(self._lr_steps), list(self._lrs)
         data = {"title": title, "plan": dict(plan) if plan else None, "steps": steps, "lrs": lrs}
-        self.tracker._writer.submit(Op("plot", self.run_id, data))
+        self.tracker.queue(Op("plot", self.run_id, data))
 
     def end(
         self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
@@ -465,5 +467,7 @@ class TrialRun:
         if value is not None:
             final["value"] = value
         now = int(time.time() * 1000)
-        self.tracker._batch(self.run_id, metrics=[[k, float(v), now, 0] for k, v in final.items()], tags=tags)
+        self.tracker.write_batch(
+            self.run_id, metrics=[[k, float(v), now, 0] for k, v in final.items()], tags=tags
+        )
         self.tracker.end_run(self.run_id, _STATUS.get(state, RunStatus.to_string(RunStatus.FAILED)))

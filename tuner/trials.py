@@ -14,6 +14,7 @@ from omegaconf import DictConfig
 from optuna.exceptions import UpdateFinishedTrialError
 
 from tuner._testpoint import point
+from tuner.compat import storage_of, trial_storage_id
 from tuner.coordination import TrialLost, claim_slot, give_up_surplus
 from tuner.errors import StudyStopped
 from tuner.lr_plots import lr_plan
@@ -128,7 +129,7 @@ def save(
 
     ``told``: the value for Optuna and the attributes keeping the measured one (``tuner.ties``).
     """
-    stored = study._storage.get_trial(trial._trial_id).state
+    stored = storage_of(study).get_trial(trial_storage_id(trial)).state
     if stored.is_finished():
         if stored == _STATES[outcome.state]:
             return  # an earlier attempt was stored, only its answer was lost
@@ -171,4 +172,4 @@ def fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) ->
 
 def ended_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
     """Whether another process ended this trial (it was declared lost)."""
-    return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING
+    return storage_of(study).get_trial(trial_storage_id(trial)).state != optuna.trial.TrialState.RUNNING

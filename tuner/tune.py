@@ -17,6 +17,7 @@ from rich.table import Table
 from tuner import ddp, stopping
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
+from tuner.compat import storage_of, trial_storage_id
 from tuner.coordination import (
     TrialLost,
     heartbeat,
@@ -163,7 +164,7 @@ def _run_trials(
         begun = guard("counting trials", lambda: count_started(study))
         if begun >= total:
             # The last trials run elsewhere; wait in case one is lost and re-queued.
-            if not heartbeat_enabled(study._storage):
+            if not heartbeat_enabled(storage_of(study)):
                 return "trials marked RUNNING by another process; no heartbeat tells if it lives", None
             if not waiting:
                 print(f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)")
@@ -265,7 +266,7 @@ def _one_trial(
     trial = guard("asking for a trial", study.ask)
     run: TrialRun | None = None
     try:
-        with heartbeat(study, trial._trial_id):
+        with heartbeat(study, trial_storage_id(trial)):
             if is_surplus(cfg, study, trial):
                 return None
             # Who runs it: a later run on this machine sees when that process is gone.
@@ -282,7 +283,7 @@ def _one_trial(
     except KeyboardInterrupt as stop:
         # An interrupt is no result: the trial goes back to the queue for the next run.
         if fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
-            requeue(study, trial._trial_id, max_retry=int(cfg.storage.get("max_retry") or 1))
+            requeue(study, trial_storage_id(trial), max_retry=int(cfg.storage.get("max_retry") or 1))
         if run is not None:
             run.end("KILLED", value=None, reason="interrupted; trial re-queued")
         raise
