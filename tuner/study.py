@@ -244,4 +244,3 @@ def best_trials(study: optuna.Study, *, top: int) -> list[optuna.trial.FrozenTri
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(complete, key=lambda t: float(t.value or 0.0), reverse=reverse)[:top]
-
