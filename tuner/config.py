@@ -41,14 +41,8 @@ def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type
         raise UserError(key, value, f"give {noun} > 0" + (" (or null for no limit)" if allow_none else ""))
 
 
-def validate(cfg: DictConfig) -> list[ParamSpec]:
-    """Validates a composed config; returns the parsed search space.
-
-    Raises:
-        UserError: naming the first bad key, its value and the fix.
-    """
-    if cfg.mode not in MODES:
-        raise UserError("mode", cfg.mode, f"use one of {', '.join(MODES)}")
+def _check_counts(cfg: DictConfig) -> None:
+    """The study's and the trainer's counts and limits."""
     _positive(cfg, "study.n_trials")
     _positive(cfg, "study.timeout", allow_none=True, kind=float)
     _positive(cfg, "trainer.max_steps")
@@ -65,6 +59,17 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     # A negative norm reverses every gradient: each trial then "diverges" whatever its LR.
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
         raise UserError("trainer.gradient_clip_val", clip, "give a number >= 0 (0 or null: no clipping)")
+
+
+def validate(cfg: DictConfig) -> list[ParamSpec]:
+    """Validates a composed config; returns the parsed search space.
+
+    Raises:
+        UserError: naming the first bad key, its value and the fix.
+    """
+    if cfg.mode not in MODES:
+        raise UserError("mode", cfg.mode, f"use one of {', '.join(MODES)}")
+    _check_counts(cfg)
     if cfg.mode in ("tune", "find"):
         check_trainer(cfg)
     sidecar = cfg.tracking.get("sidecar", "auto")
