@@ -148,6 +148,7 @@ def _member_bytes(cfg: DictConfig, datamodule: pl.LightningDataModule) -> int:
     return max(1, (peaks[1] - peaks[0]) // 2 + 2 * param_bytes)
 
 
+# long: the members' build, fit and per-member verdicts share one set of locals
 def run_population(
     cfgs: Sequence[DictConfig],
     datamodule: pl.LightningDataModule,

@@ -124,6 +124,7 @@ def tune(
         raise
 
 
+# long: the study loop; its exits (total, stop, failures, timeout) read best in one place
 def _run_trials(
     cfg: DictConfig,
     specs: list[ParamSpec],

@@ -84,6 +84,7 @@ def first_lrs(
     return chosen[:count]
 
 
+# long: resume check, range test, narrowing and records run in order on the same values
 def narrow_from_finder(
     cfg: DictConfig,
     specs: Sequence[ParamSpec],
