@@ -13,7 +13,6 @@ MAX_FUNCTION = 60
 
 #: Modules allowed past MAX_MODULE, each with why it is not split yet.
 LONG_MODULES = {
-    "cli.py": "the command line: help text, flag parsing and the four modes' entry points",
     "tracking.py": "Tracker and TrialRun share the spooled writer; splitting them needs a third module",
 }
 
