@@ -12,9 +12,7 @@ MAX_MODULE = 400
 MAX_FUNCTION = 60
 
 #: Modules allowed past MAX_MODULE, each with why it is not split yet.
-LONG_MODULES = {
-    "tracking.py": "Tracker and TrialRun share the spooled writer; splitting them needs a third module",
-}
+LONG_MODULES: dict[str, str] = {}
 
 
 def _modules() -> list[Path]:
