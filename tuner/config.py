@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.arms import check_arms
-from tuner.build import plain
 from tuner.devices import check_trainer
-from tuner.errors import UserError, as_user_error
+from tuner.errors import UserError
 from tuner.finder.settings import check_finder
-from tuner.optimizers import validate_optimizer
 from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
-from tuner.schedules import validate_schedule
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
@@ -25,6 +21,7 @@ from tuner.ties import check_tie_break
 from tuner.training.guards import check_guards
 from tuner.training.plateau import check_plateau
 from tuner.training.probe import check_probe
+from tuner.trial_check import check_trial
 from tuner.widen import check_widen
 
 MODES = ("tune", "find", "schedule", "report")
@@ -44,14 +41,8 @@ def _positive(cfg: DictConfig, key: str, *, allow_none: bool = False, kind: type
         raise UserError(key, value, f"give {noun} > 0" + (" (or null for no limit)" if allow_none else ""))
 
 
-def validate(cfg: DictConfig) -> list[ParamSpec]:
-    """Validates a composed config; returns the parsed search space.
-
-    Raises:
-        UserError: naming the first bad key, its value and the fix.
-    """
-    if cfg.mode not in MODES:
-        raise UserError("mode", cfg.mode, f"use one of {', '.join(MODES)}")
+def _check_counts(cfg: DictConfig) -> None:
+    """The study's and the trainer's counts and limits."""
     _positive(cfg, "study.n_trials")
     _positive(cfg, "study.timeout", allow_none=True, kind=float)
     _positive(cfg, "trainer.max_steps")
@@ -68,6 +59,17 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     # A negative norm reverses every gradient: each trial then "diverges" whatever its LR.
     if clip is not None and (isinstance(clip, bool) or not isinstance(clip, (int, float)) or not clip >= 0):
         raise UserError("trainer.gradient_clip_val", clip, "give a number >= 0 (0 or null: no clipping)")
+
+
+def validate(cfg: DictConfig) -> list[ParamSpec]:
+    """Validates a composed config; returns the parsed search space.
+
+    Raises:
+        UserError: naming the first bad key, its value and the fix.
+    """
+    if cfg.mode not in MODES:
+        raise UserError("mode", cfg.mode, f"use one of {', '.join(MODES)}")
+    _check_counts(cfg)
     if cfg.mode in ("tune", "find"):
         check_trainer(cfg)
     sidecar = cfg.tracking.get("sidecar", "auto")
@@ -96,7 +98,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     if cfg.storage.backend not in STORAGES:
         raise UserError("storage.backend", cfg.storage.backend, f"use one of {', '.join(STORAGES)}")
     specs = parse_space(cfg.search.get("params") or {}, cfg)
-    _check_components(cfg, {})
+    check_trial(cfg)
     check_guards(cfg)
     check_probe(cfg)
     check_plateau(cfg)
@@ -109,24 +111,6 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_widen(cfg)
     check_tie_break(cfg)
     return specs
-
-
-def _check_components(cfg: DictConfig, overrides: dict[str, Any]) -> None:
-    """Checks the optimizer and schedule configs as a trial would build them."""
-    total = int(cfg.trainer.max_steps)
-    try:
-        validate_optimizer(plain(cfg.optimizer))
-        validate_schedule(plain(cfg.schedule), total)
-    except ValueError as exc:
-        error = as_user_error(exc)
-        if error is None:
-            raise
-        raise error from None
-
-
-def check_trial(cfg: DictConfig) -> None:
-    """Validates a trial's config after the sampled values were written into it."""
-    _check_components(cfg, {})
 
 
 def config_hash(cfg: DictConfig, *keys: str) -> str:

@@ -26,11 +26,18 @@ from collections.abc import Callable, Iterable
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
-from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread
-from optuna.storages._heartbeat import is_heartbeat_enabled as _heartbeat_enabled
 from optuna.storages.journal import BaseJournalBackend, JournalStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from tuner.compat import (
+    BaseHeartbeat,
+    BaseHeartbeatThread,
+    get_heartbeat_thread,
+    stale_trial_ids,
+    storage_of,
+    trial_storage_id,
+)
+from tuner.compat import heartbeat_enabled as _heartbeat_enabled
 from tuner.spool_files import process_alive
 
 HEARTBEAT_ATTR = "tuner.heartbeat"
@@ -69,12 +76,13 @@ class JournalHeartbeatStorage(JournalStorage, BaseHeartbeat):
         with contextlib.suppress(UpdateFinishedTrialError):
             self.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
 
+    # Optuna's hook (see tuner.compat.stale_trial_ids): fail_stale_trials asks it.
     def _get_stale_trial_ids(self, study_id: int) -> list[int]:
         now = time.time()
         stale = []
         for trial in self.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
             if now - last_seen(trial) > self.grace_period:
-                stale.append(trial._trial_id)
+                stale.append(trial_storage_id(trial))
         return stale
 
     def get_heartbeat_interval(self) -> int | None:
@@ -99,7 +107,7 @@ def heartbeat_enabled(storage: BaseStorage) -> bool:
 
 def heartbeat(study: optuna.Study, trial_id: int) -> BaseHeartbeatThread:
     """A context that records the trial's heartbeat on a thread while the trial runs."""
-    return get_heartbeat_thread(trial_id, study._storage)
+    return get_heartbeat_thread(trial_id, storage_of(study))
 
 
 def reap_stale(
@@ -110,11 +118,11 @@ def reap_stale(
     Several workers may notice the same trial; the storage lets exactly one of them
     change its state, and only that one re-queues it and calls ``on_lost``.
     """
-    storage = study._storage
+    storage = storage_of(study)
     if not isinstance(storage, BaseHeartbeat) or not heartbeat_enabled(storage):
         return []
     lost: list[FrozenTrial] = []
-    for trial_id in storage._get_stale_trial_ids(study._study_id):
+    for trial_id in stale_trial_ids(storage, study):
         try:
             if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 lost.append(copy.deepcopy(storage.get_trial(trial_id)))
@@ -150,12 +158,14 @@ def reap_dead_owners(
         if owner.get("host") != host or not isinstance(pid, int) or pid == os.getpid() or process_alive(pid):
             continue
         try:
-            study._storage.set_trial_user_attr(trial._trial_id, "reason", f"lost: its process {pid} ended")
-            if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            storage_of(study).set_trial_user_attr(
+                trial_storage_id(trial), "reason", f"lost: its process {pid} ended"
+            )
+            if not storage_of(study).set_trial_state_values(trial_storage_id(trial), state=TrialState.FAIL):
                 continue
         except UpdateFinishedTrialError:
             continue  # another process reaped it first
-        requeue(study, trial._trial_id, max_retry=max_retry)
+        requeue(study, trial_storage_id(trial), max_retry=max_retry)
         lost.append(trial)
         if on_lost is not None:
             on_lost(trial)
@@ -164,7 +174,7 @@ def reap_dead_owners(
 
 def requeue(study: optuna.Study, trial_id: int, *, max_retry: int) -> None:
     """Queues a failed trial again with the same parameters (an interrupted trial)."""
-    frozen = study._storage.get_trial(trial_id)
+    frozen = storage_of(study).get_trial(trial_id)
     optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)(study, frozen)
 
 
@@ -209,5 +219,5 @@ def claim_slot(study: optuna.Study, number: int, total: int) -> bool:
 
 def give_up_surplus(study: optuna.Study, trial: optuna.Trial) -> None:
     """Ends a trial that lost the race for the last slot; it never counts."""
-    study._storage.set_trial_system_attr(trial._trial_id, SURPLUS_ATTR, True)
+    storage_of(study).set_trial_system_attr(trial_storage_id(trial), SURPLUS_ATTR, True)
     study.tell(trial, state=TrialState.FAIL)

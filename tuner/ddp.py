@@ -2,7 +2,7 @@
 
 Lightning's own DDP launcher re-runs the command line in each new process, which would
 start a whole study per rank. Here the process that runs the study loop is rank 0: for
-each multi-device trial it starts ranks 1..N-1 itself (``python -m tuner.ddp <trial
+each multi-device trial it starts ranks 1..N-1 itself (``python -m tuner.launch.rank <trial
 config>``), as torchrun would, and only rank 0 talks to Optuna and MLflow. The pruning
 decision and the divergence guard's verdict are shared by collective calls in the
 callbacks, so every rank stops on the same step.
@@ -104,7 +104,7 @@ def meet_ranks(wait: timedelta | None) -> None:
     A rank above 0 marks that it got there. Rank 0 waits for those marks and gives up
     as soon as a rank's process has ended without one: joining would otherwise wait
     the whole ``trainer.ddp_timeout`` for a rank that will never come (an environment
-    where ``python -m tuner.ddp`` cannot start, a model that fails to build there).
+    where ``python -m tuner.launch.rank`` cannot start, a model that fails to build there).
 
     Raises:
         UserError: A rank ended before the rendezvous, or never reached it in time.
@@ -129,7 +129,7 @@ def meet_ranks(wait: timedelta | None) -> None:
                     "trainer.devices",
                     world,
                     f"rank {rank} of {world} ended (exit code {code}) before joining the others; its "
-                    "output is above. Check that `python -m tuner.ddp` runs here, or use trainer.devices=1",
+                    "output is above. Check that `python -m tuner.launch.rank` runs here, or use trainer.devices=1",
                 )
         if waiting and time.monotonic() > deadline:
             raise UserError(
@@ -177,7 +177,7 @@ def ranks(cfg: DictConfig, role: str = "trial") -> Iterator[None]:
         handle.write(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "storage"])))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "tuner.ddp", name, role],
+            [sys.executable, "-m", "tuner.launch.rank", name, role],
             env={**os.environ, **env, "LOCAL_RANK": str(rank), "RANK": str(rank)},
             stdout=subprocess.DEVNULL,
         )
@@ -222,41 +222,3 @@ def leave_group() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
         torch.distributed.destroy_process_group()
-
-
-def rank_main(path: str, role: str = "trial") -> int:
-    """A rank above 0: runs the ``role`` (trial or range test) of the config at ``path`` in step with rank 0."""
-    from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
-    from tuner.objective import run_trial
-
-    quiet_libraries()
-    # Ctrl-C reaches every process of the terminal; rank 0 decides for all of them.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    cfg = OmegaConf.load(path)
-    assert isinstance(cfg, DictConfig)
-    if cfg.trainer.num_threads:
-        torch.set_num_threads(int(cfg.trainer.num_threads))
-    try:
-        if role == "find":
-            from tuner.finder.run import find
-
-            find(cfg, echo=lambda _line: None)
-        else:
-            run_trial(cfg, build_datamodule(cfg), trial=None, run=None)
-        leave_group()
-    except KeyboardInterrupt:
-        return 130
-    except UserError as error:  # one line, as rank 0 would print it; rank 0 then stops the study
-        print(f"error (rank {os.environ.get('RANK')}): {error}", file=sys.stderr, flush=True)
-        return 2
-    return 0
-
-
-if __name__ == "__main__":
-    from tuner._exit import exit_now
-    from tuner.secrets import masked_output
-
-    with masked_output():
-        code = rank_main(*sys.argv[1:3])
-    exit_now(code)

@@ -37,7 +37,7 @@ from tuner.training.control import MemberLink, PopulationControl
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.population import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
-from tuner.tune import is_surplus, record_outcome, start_trial
+from tuner.trials import is_surplus, record_outcome, start_trial
 
 #: Config keys members of one population may differ in: prefixes, then single keys.
 MEMBER_PREFIXES = ("optimizer.", "schedule.")
@@ -148,6 +148,7 @@ def _member_bytes(cfg: DictConfig, datamodule: pl.LightningDataModule) -> int:
     return max(1, (peaks[1] - peaks[0]) // 2 + 2 * param_bytes)
 
 
+# long: the members' build, fit and per-member verdicts share one set of locals
 def run_population(
     cfgs: Sequence[DictConfig],
     datamodule: pl.LightningDataModule,

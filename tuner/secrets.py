@@ -58,13 +58,6 @@ def mask_value(key: str, value: Any) -> Any:
     return mask_secrets(value) if isinstance(value, str) else value
 
 
-def masked_config(cfg: DictConfig) -> DictConfig:
-    """A resolved copy of the config with every secret masked, for printing and artifacts."""
-    masked = OmegaConf.create(_masked_container(cfg))
-    assert isinstance(masked, DictConfig)
-    return masked
-
-
 def _masked_container(cfg: DictConfig) -> Any:
     container = OmegaConf.to_container(cfg, resolve=True)
 

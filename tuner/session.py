@@ -19,6 +19,7 @@ from tuner import stopping
 from tuner._testpoint import point
 from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, model_note, plain
+from tuner.compat import storage_of, study_id
 from tuner.coordination import reap_dead_owners
 from tuner.preflight import check_first_batch, check_population, check_services
 from tuner.resilience import StorageGuard
@@ -26,12 +27,7 @@ from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished, open_study
 from tuner.ties import raw_value
-from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, local_uri
-
-
-def tracking_uri(cfg: DictConfig) -> str:
-    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
-    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
+from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, tracking_uri
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -72,7 +68,7 @@ class Tracked:
 def study_key(study: optuna.Study) -> str:
     """What tells this Optuna study from an earlier one of the same name: its storage id
     (a study replaced with ``study.resume=false`` gets a new one)."""
-    return str(study._study_id)
+    return str(study_id(study))
 
 
 def sidecar_wanted(cfg: DictConfig) -> bool:
@@ -213,7 +209,7 @@ def undo_if_fruitless(opened: Tracked) -> bool:
     if not opened.was_new or opened.study.get_trials(deepcopy=False, states=states):
         return False
     opened.tracker.discard(opened.parent)
-    optuna.delete_study(study_name=opened.study.study_name, storage=opened.study._storage)
+    optuna.delete_study(study_name=opened.study.study_name, storage=storage_of(opened.study))
     return True
 
 

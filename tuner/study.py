@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -244,8 +244,3 @@ def best_trials(study: optuna.Study, *, top: int) -> list[optuna.trial.FrozenTri
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     reverse = study.direction == optuna.study.StudyDirection.MAXIMIZE
     return sorted(complete, key=lambda t: float(t.value or 0.0), reverse=reverse)[:top]
-
-
-def summarize_params(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Parameters rounded for printing."""
-    return {k: (float(f"{v:.4g}") if isinstance(v, float) else v) for k, v in params.items()}

@@ -19,32 +19,26 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from mlflow.entities import Param, RunStatus, RunTag, ViewType
+from mlflow.entities import Param, RunTag, ViewType
 from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig
 
+from tuner.compat import hard_delete
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
 from tuner.sidecar import Sidecar
 from tuner.spool import SpoolWriter
 from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
 from tuner.store_template import create_from_template
-from tuner.thinning import StepThinner
+from tuner.trial_run import STATE_TAG, TrialRun
 
 #: Seconds a metrics batch waits for the next ones, to be written together (per-step
 #: windows and evaluations of a trial: a few writes a second, each a store transaction).
 _LINGER = 1.0
-#: MLflow accepts at most this many metrics in one log_batch call.
-_BATCH = 1000
 #: MLflow's HTTP client retries a failed request for minutes by default; the spool
 #: retries instead, so a request gets one quick try.
 _HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-ROLE_TAG, STUDY_TAG, TRIAL_TAG, STATE_TAG, REASON_TAG = (
-    "tuner.role",
-    "tuner.study",
-    "tuner.trial",
-    "tuner.state",
-    "tuner.reason",
-)
+ROLE_TAG, STUDY_TAG, TRIAL_TAG = "tuner.role", "tuner.study", "tuner.trial"
 #: The Optuna study a parent run belongs to, and the mark of a replaced study's runs.
 STUDY_KEY_TAG, REPLACED_TAG = "tuner.study_key", "tuner.replaced"
 #: The experiment tag MLflow 3's UI reads for an experiment's type (model training, not
@@ -65,12 +59,14 @@ def runs_page(server: str, experiment_id: str) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
-_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILLED": "KILLED"}
-
-
 def local_uri(root: Path) -> str:
     """The default store: an SQLite file beside the study's other outputs."""
     return f"sqlite:///{root.resolve() / 'mlflow.db'}"
+
+
+def tracking_uri(cfg: DictConfig) -> str:
+    """The MLflow URI: the configured one, or the SQLite store under ``paths.root``."""
+    return str(cfg.tracking.uri) if cfg.tracking.uri else local_uri(Path(str(cfg.paths.root)))
 
 
 class Tracker:
@@ -254,7 +250,7 @@ class Tracker:
         trial_run = TrialRun(self, ref)
         values = dict(params)
         for start in range(0, len(values), 100):
-            self._batch(ref, params=[[p.key, p.value] for p in _params(values, start)])
+            self.write_batch(ref, params=[[p.key, p.value] for p in _params(values, start)])
         trial_run.log_text(config_yaml, "trial_config.yaml")
         return trial_run
 
@@ -266,7 +262,11 @@ class Tracker:
         """Queues any write on the background thread (kept in memory only in an outage)."""
         self._writer.submit(Op("call", "", call=write))
 
-    def _batch(
+    def queue(self, op: Op) -> None:
+        """Queues one spooled write (an artifact, a plot) on the background thread."""
+        self._writer.submit(op)
+
+    def write_batch(
         self,
         ref: str,
         *,
@@ -274,6 +274,7 @@ class Tracker:
         params: list[list[str]] | None = None,
         tags: Mapping[str, str] | None = None,
     ) -> None:
+        """Queues metrics, params and tags of a run (tags masked) as one spooled batch."""
         data: dict[str, Any] = {}
         if metrics:
             data["metrics"] = metrics
@@ -287,7 +288,7 @@ class Tracker:
     def log_metrics(self, run_id: str, step: int, metrics: Mapping[str, float]) -> None:
         """Logs several metrics at one step."""
         now = int(time.time() * 1000)
-        self._batch(run_id, metrics=[[k, float(v), now, step] for k, v in metrics.items()])
+        self.write_batch(run_id, metrics=[[k, float(v), now, step] for k, v in metrics.items()])
 
     def log_text(self, run_id: str, text: str, artifact_file: str) -> None:
         """Logs a text artifact, passwords masked."""
@@ -295,7 +296,7 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, str]) -> None:
         """Sets tags on a run (values masked)."""
-        self._batch(run_id, tags=tags)
+        self.write_batch(run_id, tags=tags)
 
     def end_run(self, run_id: str, status: str) -> None:
         """Ends a run: FINISHED, FAILED or KILLED."""
@@ -307,7 +308,7 @@ class Tracker:
             k: v for k, v in summary.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         now = int(time.time() * 1000)
-        self._batch(
+        self.write_batch(
             run_id,
             metrics=[[k, float(v), now, 0] for k, v in metrics.items()],
             tags={f"tuner.{k}": str(v) for k, v in summary.items() if k not in metrics},
@@ -352,17 +353,13 @@ class Tracker:
             )
         ]
         experiment = self.client.get_experiment(self.experiment_id)
-        store = self.client._tracking_client.store
-        hard = all(hasattr(store, name) for name in ("_hard_delete_run", "_hard_delete_experiment"))
         for run_id in runs:
             self.client.delete_run(run_id)
-            if hard:
-                store._hard_delete_run(run_id)
+            hard_delete(self.client, run_id=run_id)
             _remove_local(experiment.artifact_location, run_id)
         if self.created_experiment:
             self.client.delete_experiment(self.experiment_id)
-            if hard:
-                store._hard_delete_experiment(self.experiment_id)
+            hard_delete(self.client, experiment_id=self.experiment_id)
             _remove_local(experiment.artifact_location, "")
             if self.artifact_root is not None and self.artifact_root.is_dir():
                 with contextlib.suppress(OSError):  # kept when other experiments use it
@@ -383,81 +380,3 @@ def _remove_local(artifact_location: str, run_id: str) -> None:
     folder = Path(unquote(parsed.path)) / run_id
     if folder.is_dir():
         shutil.rmtree(folder, ignore_errors=True)
-
-
-class TrialRun:
-    """The nested MLflow run of one trial.
-
-    ``run_id`` is the run's id, or a placeholder while the run waits to be created
-    (the store was away); :meth:`mlflow_id` is the real id once it is known.
-    """
-
-    def __init__(self, tracker: Tracker, run_id: str) -> None:
-        self.tracker = tracker
-        self.run_id = run_id
-        # The LR of every step taken, kept for the trial's lr_curve.png.
-        self._lr_steps: list[int] = []
-        self._lrs: list[float] = []
-        self._thinner = StepThinner(tracker.log_every)
-        #: The last value logged of each metric (the study's tie-break reads its last val_loss).
-        self.last_metrics: dict[str, float] = {}
-
-    @property
-    def mlflow_id(self) -> str | None:
-        return self.tracker.resolve(self.run_id)
-
-    def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
-        """Per-step values (``lr``, ``train_loss``), thinned to one point every
-        ``log_every`` steps (:mod:`tuner.thinning`), in batches of MLflow's maximum size."""
-        if "lr" in series:
-            self._lr_steps.extend(steps)
-            self._lrs.extend(series["lr"])
-        self._send_steps(*self._thinner.add(steps, series))
-
-    def _send_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
-        now = int(time.time() * 1000)
-        metrics = [
-            [k, float(v), now, s] for k, values in series.items() for s, v in zip(steps, values, strict=False)
-        ]
-        for start in range(0, len(metrics), _BATCH):
-            self.tracker._batch(self.run_id, metrics=metrics[start : start + _BATCH])
-
-    def flush_steps(self) -> None:
-        """Sends the steps since the last thinned point: at the run's end, and before
-        Optuna is told a trial's result, so that a kill after the tell loses none."""
-        self._send_steps(*self._thinner.rest())
-
-    def log_metrics(self, step: int, metrics: Mapping[str, float]) -> None:
-        self.last_metrics.update(metrics)
-        self.tracker.log_metrics(self.run_id, step, metrics)
-
-    def log_text(self, text: str, artifact_file: str) -> None:
-        self.tracker.log_text(self.run_id, text, artifact_file)
-
-    def log_artifact(self, path: Path) -> None:
-        self.tracker._writer.submit(Op("artifact", self.run_id, {"path": str(path)}))
-
-    def log_lr_curve(self, *, plan: Mapping[str, Any] | None, title: str) -> None:
-        """Plots the LR recorded at every step taken (and the planned one, from
-        :func:`tuner.lr_plots.lr_plan`) to ``lr_curve.png``.
-
-        A write like the others, kept in the spool as data: the tracker's thread computes
-        the planned curve and asks the sidecar process (:mod:`tuner.sidecar`) to draw it, so
-        neither the next trial nor the training loop (through the GIL) waits for matplotlib.
-        """
-        steps, lrs = list(self._lr_steps), list(self._lrs)
-        data = {"title": title, "plan": dict(plan) if plan else None, "steps": steps, "lrs": lrs}
-        self.tracker._writer.submit(Op("plot", self.run_id, data))
-
-    def end(
-        self, state: str, *, value: float | None, reason: str | None, extra: Mapping[str, float] | None = None
-    ) -> None:
-        """Ends the run with the trial's state (COMPLETE / PRUNED / FAIL) and why."""
-        self.flush_steps()
-        tags = {STATE_TAG: state, **({REASON_TAG: reason} if reason else {})}
-        final = dict(extra or {})
-        if value is not None:
-            final["value"] = value
-        now = int(time.time() * 1000)
-        self.tracker._batch(self.run_id, metrics=[[k, float(v), now, 0] for k, v in final.items()], tags=tags)
-        self.tracker.end_run(self.run_id, _STATUS.get(state, RunStatus.to_string(RunStatus.FAILED)))

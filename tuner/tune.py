@@ -12,18 +12,14 @@ from typing import Any
 import optuna
 import torch
 from omegaconf import DictConfig, OmegaConf
-from optuna.exceptions import UpdateFinishedTrialError
 from rich.table import Table
 
 from tuner import ddp, stopping
-from tuner._testpoint import point
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
-from tuner.config import check_trial
+from tuner.compat import storage_of, trial_storage_id
 from tuner.coordination import (
     TrialLost,
-    claim_slot,
-    give_up_surplus,
     heartbeat,
     heartbeat_enabled,
     reap_stale,
@@ -32,11 +28,10 @@ from tuner.coordination import (
 )
 from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
-from tuner.lr_plots import lr_plan
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.resilience import StorageGuard, failure_summary, no_result
-from tuner.secrets import mask_secrets, masked_yaml
+from tuner.secrets import mask_secrets
 from tuner.session import (
     Tracked,
     end_lost_run,
@@ -46,21 +41,15 @@ from tuner.session import (
     undo_if_fruitless,
     warn_unlogged,
 )
-from tuner.session import tracking_uri as tracking_uri  # its old home, for existing imports
-from tuner.space import ParamSpec, apply, suggest
+from tuner.space import ParamSpec
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
-from tuner.ties import told_value
 from tuner.tracking import Tracker, TrialRun
+from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
 from tuner.widen import widen_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Seconds between looks at the study while the last trials run in other workers.
 WAIT_POLL = 0.25
-_STATES = {
-    "COMPLETE": optuna.trial.TrialState.COMPLETE,
-    "PRUNED": optuna.trial.TrialState.PRUNED,
-    "FAIL": optuna.trial.TrialState.FAIL,
-}
 
 
 @dataclass
@@ -135,6 +124,7 @@ def tune(
         raise
 
 
+# long: the study loop; its exits (total, stop, failures, timeout) read best in one place
 def _run_trials(
     cfg: DictConfig,
     specs: list[ParamSpec],
@@ -175,7 +165,7 @@ def _run_trials(
         begun = guard("counting trials", lambda: count_started(study))
         if begun >= total:
             # The last trials run elsewhere; wait in case one is lost and re-queued.
-            if not heartbeat_enabled(study._storage):
+            if not heartbeat_enabled(storage_of(study)):
                 return "trials marked RUNNING by another process; no heartbeat tells if it lives", None
             if not waiting:
                 print(f"waiting for the trials running elsewhere (one lost is re-queued after {grace} s)")
@@ -277,7 +267,7 @@ def _one_trial(
     trial = guard("asking for a trial", study.ask)
     run: TrialRun | None = None
     try:
-        with heartbeat(study, trial._trial_id):
+        with heartbeat(study, trial_storage_id(trial)):
             if is_surplus(cfg, study, trial):
                 return None
             # Who runs it: a later run on this machine sees when that process is gone.
@@ -293,13 +283,13 @@ def _one_trial(
             record_outcome(study, trial, trial_cfg, run, outcome, progress, guard=guard)
     except KeyboardInterrupt as stop:
         # An interrupt is no result: the trial goes back to the queue for the next run.
-        if _fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
-            requeue(study, trial._trial_id, max_retry=int(cfg.storage.get("max_retry") or 1))
+        if fail_if_running(study, trial, reason=f"interrupted ({stop or 'SIGINT'})"):
+            requeue(study, trial_storage_id(trial), max_retry=int(cfg.storage.get("max_retry") or 1))
         if run is not None:
             run.end("KILLED", value=None, reason="interrupted; trial re-queued")
         raise
     except UserError:
-        _fail_if_running(study, trial, reason="configuration error")
+        fail_if_running(study, trial, reason="configuration error")
         if run is not None:
             run.end("FAIL", value=None, reason="configuration error")
         raise
@@ -315,149 +305,8 @@ def _one_trial(
         # its run end as FAIL before the error stops the process, never left RUNNING.
         reason = mask_secrets(f"{type(exc).__name__}: {exc}".splitlines()[0])[:500]
         with contextlib.suppress(Exception):  # the error itself matters more than this
-            _fail_if_running(study, trial, reason=reason)
+            fail_if_running(study, trial, reason=reason)
         if run is not None:
             run.end("FAIL", value=None, reason=reason)
         raise
     return outcome
-
-
-def is_surplus(cfg: DictConfig, study: optuna.Study, trial: optuna.Trial) -> bool:
-    """True (and the trial told FAIL) if the study's other trials already fill its total."""
-    if claim_slot(study, trial.number, int(cfg.study.n_trials)):
-        return False
-    give_up_surplus(study, trial)
-    return True
-
-
-def start_trial(
-    cfg: DictConfig,
-    specs: list[ParamSpec],
-    trial: optuna.Trial,
-    tracker: Tracker,
-    parent: str,
-    progress: StudyProgress,
-    *,
-    guard: StorageGuard | None = None,
-) -> tuple[DictConfig, TrialRun]:
-    """Samples a trial's config, checks it, and opens its nested MLflow run."""
-    guard = guard or StorageGuard()
-    values = guard("sampling a trial", lambda: suggest(trial, specs, cfg))
-    trial_cfg = apply(cfg, specs, values)
-    check_trial(trial_cfg)
-    run = tracker.start_trial(
-        parent,
-        study_name=str(cfg.study.name),
-        number=trial.number,
-        params=values,
-        config_yaml=masked_yaml(trial_cfg),
-    )
-    run_id = run.mlflow_id  # None while MLflow is away: saved with the result if known by then
-    if run_id is not None:
-        guard("saving the trial's run id", lambda: trial.set_user_attr("mlflow_run_id", run_id))
-    progress.trial_started(trial.number, values)
-    return trial_cfg, run
-
-
-def record_outcome(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    trial_cfg: DictConfig,
-    run: TrialRun,
-    outcome: Outcome,
-    progress: StudyProgress,
-    *,
-    guard: StorageGuard | None = None,
-) -> None:
-    """Tells Optuna how a trial ended and ends its MLflow run with the same state.
-
-    Raises:
-        TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
-    """
-    guard = guard or StorageGuard()
-    # Every write of the trial but its end is spooled before the tell (see tuner.spool).
-    run.flush_steps()
-    run.log_lr_curve(
-        plan=lr_plan(trial_cfg),
-        title=f"trial {trial.number}: {trial_cfg.optimizer.name}, {trial_cfg.schedule.name} schedule",
-    )
-    if outcome.error:
-        run.log_text(outcome.error, "traceback.txt")
-    point("before-tell")
-    try:
-        guard(
-            "saving a trial's result",
-            lambda: _save(
-                study, trial, outcome, run.mlflow_id, told_value(trial_cfg, outcome.value, run.last_metrics)
-            ),
-        )
-    except StudyStopped:
-        run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
-        raise
-    # A kill from here to the run's end leaves it RUNNING: the next run ends it as Optuna has
-    # it (tuner.session.mend_trial_runs).
-    point("after-tell")
-    run.end(
-        outcome.state,
-        value=outcome.value,
-        reason=outcome.reason,
-        extra={"steps": outcome.steps, **outcome.metrics},
-    )
-    guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
-
-
-def _save(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    outcome: Outcome,
-    run_id: str | None,
-    told: tuple[float | None, dict[str, Any]],
-) -> None:
-    """Stores a trial's result; safe to repeat after a storage error.
-
-    ``told``: the value for Optuna and the attributes keeping the measured one (``tuner.ties``).
-    """
-    stored = study._storage.get_trial(trial._trial_id).state
-    if stored.is_finished():
-        if stored == _STATES[outcome.state]:
-            return  # an earlier attempt was stored, only its answer was lost
-        raise TrialLost(trial.number)
-    attrs: dict[str, Any] = {"steps": outcome.steps, **outcome.metrics}
-    if outcome.probe_steps:
-        attrs["probe_steps"] = outcome.probe_steps
-    if outcome.world_size > 1:
-        attrs["world_size"] = outcome.world_size
-    if outcome.reason:
-        attrs["reason"] = outcome.reason
-    if run_id is not None:
-        attrs["mlflow_run_id"] = run_id
-    if outcome.state == "COMPLETE":
-        attrs.update(told[1])
-    try:
-        for key, value in attrs.items():
-            trial.set_user_attr(key, value)
-        if outcome.state == "COMPLETE":
-            study.tell(trial, told[0])
-        else:
-            study.tell(trial, state=_STATES[outcome.state])
-    except (UpdateFinishedTrialError, ValueError):
-        if not _ended_elsewhere(study, trial):
-            raise
-        raise TrialLost(trial.number) from None
-
-
-def _fail_if_running(study: optuna.Study, trial: optuna.Trial, *, reason: str) -> bool:
-    """Ends a trial as FAIL with a reason, unless it already ended; whether it did."""
-    try:
-        trial.set_user_attr("reason", reason)
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
-    except (UpdateFinishedTrialError, ValueError):
-        if not _ended_elsewhere(study, trial):
-            raise
-        return False
-    return True
-
-
-def _ended_elsewhere(study: optuna.Study, trial: optuna.Trial) -> bool:
-    """Whether another process ended this trial (it was declared lost)."""
-    return study._storage.get_trial(trial._trial_id).state != optuna.trial.TrialState.RUNNING

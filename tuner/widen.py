@@ -25,7 +25,9 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 from tuner.errors import UserError
+from tuner.finder.settings import FINDER_ATTR
 from tuner.space import ParamSpec
+from tuner.trial_check import check_trial
 
 WIDEN_ATTR = "tuner.widen"
 #: "At an edge": within this share of the range's log-width from it.
@@ -107,8 +109,6 @@ def top_values(study: optuna.Study, name: str) -> list[float]:
 
 def finder_ceiling(study: optuna.Study, name: str) -> float:
     """The range test's divergence point for its parameter; inf where none ran or none diverged."""
-    from tuner.finder.narrow import FINDER_ATTR
-
     record = study.user_attrs.get(FINDER_ATTR)
     if not record or record.get("param") != name:
         return math.inf
@@ -133,7 +133,6 @@ def _widened(
 def _trains(cfg: DictConfig, specs: Sequence[ParamSpec], spec: ParamSpec, bound: float) -> bool:
     """Whether a trial at the new bound passes the trial check (an optimizer or schedule
     key past its domain, e.g. a decay_to above 1, would fail every such trial)."""
-    from tuner.config import check_trial  # tuner.config checks search.widen with this module
     from tuner.space import apply
 
     # A conditional parameter is checked on a trial where it is drawn: its parents set.

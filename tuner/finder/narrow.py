@@ -20,11 +20,12 @@ from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from tuner.build import plain
+from tuner.finder.settings import FINDER_ATTR
 from tuner.space import ParamSpec
 from tuner.study import build_sampler
 from tuner.tracking import Tracker
 
-FINDER_ATTR = "tuner.finder"
+__all__ = ["FINDER_ATTR", "bracket", "first_lrs", "narrow_bounds", "narrow_from_finder"]
 
 
 def narrow_bounds(low: float, high: float, suggestion: float, factor: float) -> tuple[float, float]:
@@ -83,6 +84,7 @@ def first_lrs(
     return chosen[:count]
 
 
+# long: resume check, range test, narrowing and records run in order on the same values
 def narrow_from_finder(
     cfg: DictConfig,
     specs: Sequence[ParamSpec],

@@ -97,6 +97,7 @@ def _loss(model: nn.Module, batch: Any) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
+# long: one training loop; its early stop, the rank-0 broadcast and the restore belong together
 def range_test(
     net: nn.Module,
     optimizer: torch.optim.Optimizer,

@@ -240,7 +240,7 @@ def _log_run(
     Nested under the study's parent run when there is one (``search.from_finder``), through
     the study's tracker and its spool; on its own otherwise (``mode=find``).
     """
-    from tuner.tune import tracking_uri
+    from tuner.tracking import tracking_uri
 
     name = str(cfg.study.name)
     tags = {ROLE_TAG: "finder", STUDY_TAG: name}

@@ -38,6 +38,7 @@ from tuner.tune import StudyResult
 STOP_WAIT = 60
 
 
+# long: start, hand-off, progress and shutdown of the workers, under one error handler
 def run_local(
     cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool, workers: Workers | None = None
 ) -> StudyResult:

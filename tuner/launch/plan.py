@@ -60,6 +60,7 @@ def visible_gpus(accelerator: str) -> list[str]:
     return ids[:count]
 
 
+# long: GPU and CPU placement in one pass, each with its own checks and messages
 def plan_workers(
     workers: int | None,
     *,

@@ -99,6 +99,7 @@ def _in_queue(job_ids: list[str]) -> bool:
     return result.returncode == 0 and bool(result.stdout.strip())
 
 
+# long: submit, say how to follow, then optionally follow the jobs: one command's steps
 def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyResult | None:
     """Submits the worker jobs; with ``launcher.wait`` follows the study to its end.
 

@@ -128,6 +128,7 @@ def metric_vs_lr(data: StudyData, out: Path, *, html: bool, basin: LRRange | Non
     return art
 
 
+# long: each column's values, ticks and labels for one Plotly figure
 def parallel_coordinates(data: StudyData, out: Path, *, html: bool) -> Artifact:
     art = Artifact("parallel_coordinates", "Parallel coordinates")
     dists: dict[str, optuna.distributions.BaseDistribution] = {}
