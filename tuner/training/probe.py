@@ -217,29 +217,19 @@ class CooldownProbe:
         step: int,
     ) -> ProbeResult:
         """Branches a cooldown at ``step``, evaluates it with ``evaluate`` and puts the state back."""
-        # Lightning calls the validation hooks under inference mode; the branch trains.
-        with torch.inference_mode(False), torch.enable_grad():
-            return self._branch(net, optimizer, scheduler, evaluate, step=step)
-
-    def _branch(
-        self,
-        net: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        scheduler: Any,
-        evaluate: Callable[[], dict[str, float]],
-        *,
-        step: int,
-    ) -> ProbeResult:
-        snapshot = Snapshot.take(net, optimizer, scheduler)
         length = self.length_at(step)
-        try:
-            torch.manual_seed(self.seed + step)  # the branch's batches, the same on rerun
-            self._cool_down(net, optimizer, length)
-            set_train_mode(optimizer, False)
-            metrics = evaluate()
-        finally:
-            snapshot.restore(net, optimizer, scheduler)
-            set_train_mode(optimizer, True)
+        # Lightning calls the validation hooks under inference mode; the branch trains, and
+        # the copies it restores must be ordinary tensors that training may update in place.
+        with torch.inference_mode(False), torch.enable_grad():
+            snapshot = Snapshot.take(net, optimizer, scheduler)
+            try:
+                torch.manual_seed(self.seed + step)  # the branch's batches, the same on rerun
+                self._cool_down(net, optimizer, length)
+                set_train_mode(optimizer, False)
+                metrics = evaluate()
+            finally:
+                snapshot.restore(net, optimizer, scheduler)
+                set_train_mode(optimizer, True)
         result = ProbeResult(step, length, metrics)
         self.results.append(result)
         return result
