@@ -109,20 +109,22 @@ def _commands() -> list[tuple[str, str, str]]:
 COMMANDS = _commands()
 
 
+RUNNABLE = [(page, command) for page, command, why in COMMANDS if not why]
+
+
 def test_commands_are_found() -> None:
     # The README's quick start and running studies, and the pages' examples.
-    runnable = [c for c in COMMANDS if not c[2]]
-    assert len(runnable) >= 25, COMMANDS
+    assert len(RUNNABLE) >= 25, COMMANDS
+    # The few that cannot run as written (a placeholder module, elided arguments) say why,
+    # and stay few: a new example should be runnable.
+    not_run = [(page, command, why) for page, command, why in COMMANDS if why]
+    assert len(not_run) <= 3, not_run
 
 
-@pytest.mark.parametrize(
-    ("page", "command", "why"), COMMANDS, ids=[f"{p}:{c[16:60]}" for p, c, _ in COMMANDS]
-)
+@pytest.mark.parametrize(("page", "command"), RUNNABLE, ids=[f"{p}:{c[16:60]}" for p, c in RUNNABLE])
 def test_documented_command_passes_the_checks(
-    page: str, command: str, why: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    page: str, command: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if why:
-        pytest.skip(f"not run: {why}")
     args = shlex.split(command)[3:]
     if "-cd" in args or "--config-dir" in args:
         # A user project's folder (docs/configuration.md): examples/modadd is one. It runs from
