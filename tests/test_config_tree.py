@@ -17,7 +17,8 @@ GROUPS = sorted(p.name for p in Path(config_dir()).iterdir() if p.is_dir() and n
 
 
 def _options(group: str) -> list[str]:
-    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml"))
+    # A name starting with "_" holds settings the options share (conf/search/_settings.yaml).
+    return sorted(p.stem for p in (Path(config_dir()) / group).glob("*.yaml") if not p.stem.startswith("_"))
 
 
 def test_every_group_the_issue_names_exists():

@@ -14,7 +14,9 @@ from tuner.errors import UserError
 from tuner.space import ParamSpec, apply, suggest
 from tuner.tracking import local_uri
 
-PRESETS = sorted(p.stem for p in (Path(config_dir()) / "search").glob("*.yaml"))
+PRESETS = sorted(
+    p.stem for p in (Path(config_dir()) / "search").glob("*.yaml") if not p.stem.startswith("_")
+)  # _settings.yaml: what the presets share
 
 
 def test_the_presets_the_issue_names_exist():

@@ -13,6 +13,7 @@ from tuner.errors import UserError
 from tuner.finder.settings import check_finder
 from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
+from tuner.screen import check_screen
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
 from tuner.study import PRUNERS, SAMPLERS, STORAGES
@@ -109,6 +110,7 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_arms(cfg, check_trial)
     check_finder(cfg, specs)
     check_widen(cfg)
+    check_screen(cfg)
     check_tie_break(cfg)
     return specs
 

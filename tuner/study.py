@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from tuner.coordination import SURPLUS_ATTR, JournalHeartbeatStorage, retried_numbers
 from tuner.errors import UserError
+from tuner.screen import queue_screening
 from tuner.secrets import masked_storage
 from tuner.space import ParamSpec, grid
 
@@ -212,6 +213,7 @@ def open_study(cfg: DictConfig, specs: Sequence[ParamSpec], *, name: str) -> opt
     previous = study.user_attrs.get(FINGERPRINT_ATTR)
     if previous is None:
         study.set_user_attr(FINGERPRINT_ATTR, mark)
+        queue_screening(cfg, specs, study)  # a new study: its short first trials (tuner.screen)
     elif previous != mark:
         raise UserError(
             "study.name",

@@ -21,6 +21,7 @@ from tuner.lr_plots import lr_plan
 from tuner.objective import Outcome
 from tuner.progress import StudyProgress
 from tuner.resilience import StorageGuard
+from tuner.screen import SCREEN_VALUE_ATTR, is_screening, promote_when_done, screened, shorten
 from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
 from tuner.ties import told_value
@@ -57,6 +58,8 @@ def start_trial(
     values = guard("sampling a trial", lambda: suggest(trial, specs, cfg))
     trial_cfg = apply(cfg, specs, values)
     check_trial(trial_cfg)
+    if is_screening(trial):
+        trial_cfg = shorten(trial_cfg)  # a short run, its schedule compressed (tuner.screen)
     run = tracker.start_trial(
         parent,
         study_name=str(cfg.study.name),
@@ -87,6 +90,8 @@ def record_outcome(
         TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
     """
     guard = guard or StorageGuard()
+    if is_screening(trial):
+        outcome = _screened(trial, trial_cfg, run, outcome, guard)
     # Every write of the trial but its end is spooled before the tell (see tuner.spool).
     run.flush_steps()
     run.log_lr_curve(
@@ -116,6 +121,20 @@ def record_outcome(
         extra={"steps": outcome.steps, **outcome.metrics},
     )
     guard("showing progress", lambda: progress.trial_finished(trial.number, outcome, study))
+    if is_screening(trial):
+        promoted = guard("promoting the best screened trials", lambda: promote_when_done(trial_cfg, study))
+        if promoted:
+            print(f"screening done: trial(s) {', '.join(map(str, promoted))} queued again in full (search.screen)")
+
+
+def _screened(
+    trial: optuna.Trial, trial_cfg: DictConfig, run: TrialRun, outcome: Outcome, guard: StorageGuard
+) -> Outcome:
+    """A screening trial's outcome: ranked by its tie-broken value, told as PRUNED."""
+    if outcome.state != "FAIL" and outcome.value is not None:
+        ranked = told_value(trial_cfg, outcome.value, run.last_metrics)[0]
+        guard("saving the screening value", lambda: trial.set_user_attr(SCREEN_VALUE_ATTR, ranked))
+    return screened(outcome)
 
 
 def save(

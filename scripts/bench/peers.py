@@ -202,6 +202,16 @@ def tuner_probe(job: Job) -> Trace:
     return _tune_rounds(job, "probe=cooldown")
 
 
+def tuner_screen(job: Job) -> Trace:
+    """The default study with screening (``search.screen=8``): short first trials, the best in full."""
+    return _tune_rounds(job, "++search.screen=8")
+
+
+def tuner_screen2(job: Job) -> Trace:
+    """Screening with the best two screened trials trained in full."""
+    return _tune_rounds(job, "++search.screen=8", "++search.screen_promote=2")
+
+
 def tuner_population(job: Job) -> Trace:
     """The default study with ``study.population=4`` (each member's steps count)."""
     return _tune_rounds(job, "study.population=4")
@@ -230,6 +240,8 @@ PEERS: list[Peer] = [
         _switches_optimizer,
     ),
     Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
+    Peer("tuner+screen", tuner_screen, "the default study with search.screen=8"),
+    Peer("tuner+screen2", tuner_screen2, "search.screen=8, search.screen_promote=2"),
     Peer(
         "tuner+population", tuner_population, "the default study with study.population=4", "study.population"
     ),
