@@ -111,6 +111,12 @@ def test_rungs_grow_and_skip_the_warmup():
 def test_plateau_rule_spares_a_flat_metric_while_the_loss_falls():
     rule = PlateauRule(until=1000)
     assert rule.spares(500, [0.11, 0.11], [2.0, 1.5])  # flat, loss falling: kept
+    assert rule.spares(500, [0.47, 0.41], [2.0, 1.5])  # a dip below the plateau: kept
+    assert rule.spares(200, [0.41], [3.1, 2.0])  # first evaluation: the loss fell from its start
+    assert not rule.spares(200, [0.41], [3.1, 3.1])  # ... or did not
+    minimizing = PlateauRule(until=1000, maximize=False)
+    assert minimizing.spares(500, [0.9, 1.2], [2.0, 1.5])  # val_loss rising while train loss falls
+    assert not minimizing.spares(500, [1.2, 0.9], [2.0, 1.5])  # val_loss improving: the pruner decides
     assert not rule.spares(500, [0.11, 0.11], [1.5, 1.5])  # flat, loss flat: pruned
     assert not rule.spares(500, [0.11, 0.30], [2.0, 1.5])  # not flat: the pruner decides
     assert not rule.spares(1000, [0.11, 0.11], [2.0, 1.5])  # the share is spent

@@ -137,7 +137,7 @@ def run_trial(
         probe=make_probe(cfg, datamodule, warmup_steps=warmup),
         evaluate=lambda: evaluate(net, datamodule.val_dataloader()),
         plateau=plateau_rule(cfg),
-        train_losses=lambda: trace.interval_losses,
+        train_losses=lambda: losses_since_start(trace),
     )
     clip = cfg.trainer.get("gradient_clip_val")
     module = TrialModule(
@@ -192,6 +192,12 @@ def _ending(
         return _failed(exc, value, steps)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
     return Outcome("COMPLETE", value, None, steps, metrics, world_size=world)
+
+
+def losses_since_start(trace: StepTrace) -> list[float]:
+    """The first steps' training loss, then each evaluation interval's mean (the plateau rule's trend)."""
+    start = trace.guard.reference if trace.guard is not None else None
+    return ([] if start is None else [start]) + trace.interval_losses
 
 
 def make_probe(

@@ -212,6 +212,16 @@ def tuner_screen2(job: Job) -> Trace:
     return _tune_rounds(job, "++search.screen=8", "++search.screen_promote=2")
 
 
+def tuner_plateau(job: Job) -> Trace:
+    """The default study with the plateau rule until half of each trial."""
+    return _tune_rounds(job, "pruner.plateau_share=0.5")
+
+
+def tuner_screen2_plateau(job: Job) -> Trace:
+    """Screening (best two in full) and the plateau rule until half of each trial."""
+    return _tune_rounds(job, "++search.screen=8", "++search.screen_promote=2", "pruner.plateau_share=0.5")
+
+
 def tuner_population(job: Job) -> Trace:
     """The default study with ``study.population=4`` (each member's steps count)."""
     return _tune_rounds(job, "study.population=4")
@@ -242,6 +252,8 @@ PEERS: list[Peer] = [
     Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
     Peer("tuner+screen", tuner_screen, "the default study with search.screen=8"),
     Peer("tuner+screen2", tuner_screen2, "search.screen=8, search.screen_promote=2"),
+    Peer("tuner+plateau", tuner_plateau, "pruner.plateau_share=0.5"),
+    Peer("tuner+screen2+plateau", tuner_screen2_plateau, "search.screen=8, screen_promote=2, plateau_share=0.5"),
     Peer(
         "tuner+population", tuner_population, "the default study with study.population=4", "study.population"
     ),

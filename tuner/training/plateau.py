@@ -4,7 +4,10 @@ Some tasks generalise late (common with strong weight decay): the validation met
 stays flat for a long stretch while the training loss falls, then jumps. A pruner
 that compares trials at their early evaluations keeps exactly the trials that stay
 on the plateau. Until ``pruner.plateau_share`` of its steps are done, a trial whose
-judged metric is flat while its training loss still falls is kept.
+judged metric has not improved (flat, or worse: a trial about to generalise often dips
+below the plateau first) while its training loss still falls is kept. At its first
+evaluation there is no earlier value to compare with: a falling training loss (below the
+first steps' loss) is enough.
 """
 
 from __future__ import annotations
@@ -21,22 +24,30 @@ from tuner.errors import UserError
 class PlateauRule:
     """Args:
     until: Step from which the rule spares nothing (the share of the budget spent).
-    flat: A metric moving by at most this (relative, at least absolute) is flat.
+    flat: A metric that gained at most this (relative, at least absolute) has not improved.
     falling: The training loss falls when an interval's mean is this share below the last.
+    maximize: The judged metric's direction (val_acc: true, val_loss: false).
     """
 
     until: int
     flat: float = 0.01
     falling: float = 0.01
+    maximize: bool = True
 
     def spares(self, step: int, judged: Sequence[float], losses: Sequence[float]) -> bool:
-        """Whether a trial the pruner would stop at ``step`` is kept."""
-        if step >= self.until or len(judged) < 2 or len(losses) < 2:
+        """Whether a trial the pruner would stop at ``step`` is kept.
+
+        ``losses``: the training loss of the first steps, then the mean of each interval
+        between evaluations.
+        """
+        if step >= self.until or not judged or len(losses) < 2:
             return False
-        previous = judged[-2]
-        is_flat = abs(judged[-1] - previous) <= self.flat * max(1.0, abs(previous))
         still_falling = losses[-1] < losses[-2] * (1 - self.falling)
-        return is_flat and still_falling
+        if len(judged) < 2:
+            return still_falling
+        previous = judged[-2]
+        gain = (judged[-1] - previous) * (1 if self.maximize else -1)
+        return gain <= self.flat * max(1.0, abs(previous)) and still_falling
 
 
 def plateau_rule(cfg: DictConfig) -> PlateauRule | None:
@@ -44,7 +55,9 @@ def plateau_rule(cfg: DictConfig) -> PlateauRule | None:
     share = cfg.pruner.get("plateau_share")
     if share is None or cfg.pruner.get("name") == "none":
         return None
-    return PlateauRule(until=int(float(share) * int(cfg.trainer.max_steps)))
+    return PlateauRule(
+        until=int(float(share) * int(cfg.trainer.max_steps)), maximize=cfg.study.direction == "maximize"
+    )
 
 
 def check_plateau(cfg: DictConfig) -> None:
