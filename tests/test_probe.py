@@ -114,6 +114,10 @@ def test_plateau_rule_spares_a_flat_metric_while_the_loss_falls():
     assert rule.spares(500, [0.47, 0.41], [2.0, 1.5])  # a dip below the plateau: kept
     assert rule.spares(200, [0.41], [3.1, 2.0])  # first evaluation: the loss fell from its start
     assert not rule.spares(200, [0.41], [3.1, 3.1])  # ... or did not
+    # Accuracy flat below the plateau, training loss creeping up, validation loss falling:
+    # modular addition with strong weight decay some hundred steps before it generalises.
+    assert rule.spares(800, [0.426, 0.418], [0.05, 0.063], [4.98, 3.90])
+    assert not rule.spares(800, [0.426, 0.418], [0.05, 0.063], [4.98, 5.10])  # neither falls
     minimizing = PlateauRule(until=1000, maximize=False)
     assert minimizing.spares(500, [0.9, 1.2], [2.0, 1.5])  # val_loss rising while train loss falls
     assert not minimizing.spares(500, [1.2, 0.9], [2.0, 1.5])  # val_loss improving: the pruner decides

@@ -134,6 +134,8 @@ class PruningCallback(pl.Callback):
         self.train_losses = train_losses
         self.pruned_at: int | None = None
         self.history: list[tuple[int, float]] = []
+        #: Validation loss at each evaluation (the plateau rule's second sign of learning).
+        self.val_losses: list[float] = []
         #: ``(step, value)`` the pruner judged: branch values at probe rungs, else as evaluated.
         self.judged: list[tuple[int, float]] = []
         #: Steps at which the plateau rule kept a trial the pruner would have stopped.
@@ -153,6 +155,8 @@ class PruningCallback(pl.Callback):
             )
         step, value = trainer.global_step, metrics[self.monitor]
         self.history.append((step, value))
+        if "val_loss" in metrics:
+            self.val_losses.append(metrics["val_loss"])
         judged, extra = self._judged(trainer, pl_module, step, value)
         if self.on_report is not None:
             self.on_report(step, {**metrics, **extra})
@@ -201,7 +205,9 @@ class PruningCallback(pl.Callback):
             self.storage_errors.append(f"step {step}: {type(exc).__name__}")
             return False
         losses = self.train_losses() if self.train_losses is not None else []
-        if self.plateau is not None and self.plateau.spares(step, [v for _, v in self.judged], losses):
+        if self.plateau is not None and self.plateau.spares(
+            step, [v for _, v in self.judged], losses, self.val_losses
+        ):
             self.spared.append(step)
             return False
         return True

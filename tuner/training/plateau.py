@@ -5,9 +5,11 @@ stays flat for a long stretch while the training loss falls, then jumps. A prune
 that compares trials at their early evaluations keeps exactly the trials that stay
 on the plateau. Until ``pruner.plateau_share`` of its steps are done, a trial whose
 judged metric has not improved (flat, or worse: a trial about to generalise often dips
-below the plateau first) while its training loss still falls is kept. At its first
-evaluation there is no earlier value to compare with: a falling training loss (below the
-first steps' loss) is enough.
+below the plateau first) while it still learns is kept. Still learning: its training
+loss falls (memorising), or its validation loss falls (on modular addition with strong
+weight decay the validation loss falls for hundreds of steps before the accuracy moves,
+while the training loss, already near zero, creeps up). At its first evaluation there is
+no earlier value to compare with: a training loss below the first steps' one is enough.
 """
 
 from __future__ import annotations
@@ -34,20 +36,25 @@ class PlateauRule:
     falling: float = 0.01
     maximize: bool = True
 
-    def spares(self, step: int, judged: Sequence[float], losses: Sequence[float]) -> bool:
+    def spares(
+        self, step: int, judged: Sequence[float], losses: Sequence[float], val_losses: Sequence[float] = ()
+    ) -> bool:
         """Whether a trial the pruner would stop at ``step`` is kept.
 
         ``losses``: the training loss of the first steps, then the mean of each interval
-        between evaluations.
+        between evaluations; ``val_losses``: the validation loss at each evaluation.
         """
-        if step >= self.until or not judged or len(losses) < 2:
+        if step >= self.until or not judged:
             return False
-        still_falling = losses[-1] < losses[-2] * (1 - self.falling)
+        learning = self._falls(losses) or self._falls(val_losses)
         if len(judged) < 2:
-            return still_falling
+            return learning
         previous = judged[-2]
         gain = (judged[-1] - previous) * (1 if self.maximize else -1)
-        return gain <= self.flat * max(1.0, abs(previous)) and still_falling
+        return gain <= self.flat * max(1.0, abs(previous)) and learning
+
+    def _falls(self, series: Sequence[float]) -> bool:
+        return len(series) >= 2 and series[-1] < series[-2] * (1 - self.falling)
 
 
 def plateau_rule(cfg: DictConfig) -> PlateauRule | None:
