@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import logged_points
 from tuner.errors import UserError
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 SMALL = [
     "data=digits",

@@ -22,7 +22,7 @@ from tests.conftest import TINY, logged_points
 from tuner.build import build_datamodule
 from tuner.objective import run_trial
 from tuner.population import run_population
-from tuner.tracking import Tracker, TrialRun, local_uri
+from tuner.tracking.tracker import Tracker, TrialRun, local_uri
 
 SMALL = [
     "model=mlp",

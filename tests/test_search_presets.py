@@ -12,7 +12,7 @@ from tuner.cli import config_dir
 from tuner.config import check_trial, validate
 from tuner.errors import UserError
 from tuner.space import ParamSpec, apply, suggest
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 PRESETS = sorted(p.stem for p in (Path(config_dir()) / "search").glob("*.yaml"))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.sidecar import ChildGone, Refused, Sidecar
+from tuner.tracking.sidecar import ChildGone, Refused, Sidecar
 
 CURVE = {"title": "t", "planned": [0.1, 0.05, 0.0], "steps": [0, 1, 2], "lrs": [0.1, 0.05, 0.0], "warmup": 1}
 
@@ -108,7 +108,7 @@ def test_until_started_the_work_is_done_here(tmp_path):
 
 
 def test_the_tracker_starts_its_sidecar_with_the_second_run(tmp_path):
-    from tuner.tracking import Tracker, local_uri
+    from tuner.tracking.tracker import Tracker, local_uri
 
     tracker = Tracker(local_uri(tmp_path), experiment="e", artifact_root=tmp_path)
     try:

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import TINY, logged_points
 from tuner.study import count_finished
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 
 def _runs(tmp_path: Path, study: str):

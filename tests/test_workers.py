@@ -22,7 +22,7 @@ from tests.conftest import TINY
 from tests.mlflow_server import free_port
 from tuner.coordination import retried_numbers
 from tuner.study import count_finished
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 pytestmark = pytest.mark.slow
 #: Trials long enough (a few seconds) to be caught in the middle.

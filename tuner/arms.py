@@ -34,7 +34,7 @@ from tuner.ties import raw_value
 
 if TYPE_CHECKING:
     from tuner.progress import StudyProgress
-    from tuner.tracking import Tracker, TrialRun
+    from tuner.tracking.tracker import Tracker, TrialRun
 
 ARMS_KEY = "study.lr_free_arms"
 ARM_ATTR = "tuner.arm."
@@ -139,7 +139,7 @@ def run_arms(
 
 def _start_run(tracker: Tracker, parent: str, arm: DictConfig, name: str) -> TrialRun:
     """The arm's nested MLflow run, tagged ``tuner.arm=lr_free``, with its config."""
-    from tuner.tracking import ROLE_TAG, STUDY_TAG
+    from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG
 
     return tracker.start_run(
         parent,

@@ -18,7 +18,7 @@ from tuner.space import ParamSpec
 from tuner.ties import raw_value
 
 if TYPE_CHECKING:
-    from tuner.tracking import Tracker
+    from tuner.tracking.tracker import Tracker
 
 _STATES = {"COMPLETE": "complete", "PRUNED": "pruned", "FAIL": "failed"}
 

@@ -168,7 +168,7 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
 
 def _print_ui(tracking_uri: str, experiment_id: str) -> None:
     """How to open the study's runs table in the MLflow UI."""
-    from tuner.tracking import MLFLOW_UI, runs_page
+    from tuner.tracking.tracker import MLFLOW_UI, runs_page
 
     print("Compare the trials in the MLflow UI:")
     uri = mask_secrets(tracking_uri)
@@ -185,7 +185,7 @@ def _report(cfg: DictConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.report.build import load_for_report, write_report
-    from tuner.tracking import tracking_uri
+    from tuner.tracking.tracker import tracking_uri
 
     study = load_for_report(cfg)
     report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))

@@ -19,7 +19,7 @@ from tuner.errors import UserError
 from tuner.schedules import warmup_length
 from tuner.secrets import mask_secrets
 from tuner.stopping import StopOnRequest
-from tuner.tracking import TrialRun
+from tuner.tracking.tracker import TrialRun
 from tuner.training import PruningCallback, StepTrace, TrialModule
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.module import StepChunks, evaluate

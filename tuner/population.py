@@ -32,7 +32,7 @@ from tuner.progress import StudyProgress
 from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
-from tuner.tracking import Tracker, TrialRun
+from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.training.control import MemberLink, PopulationControl
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.population import PopulationModule

@@ -27,7 +27,7 @@ from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
 from tuner.study import best_trials, count_finished, open_study
 from tuner.ties import raw_value
-from tuner.tracking import TRIAL_TAG, Tracker, TrialRun, tracking_uri
+from tuner.tracking.tracker import TRIAL_TAG, Tracker, TrialRun, tracking_uri
 
 
 def flat_params(cfg: DictConfig) -> dict[str, Any]:
@@ -150,7 +150,7 @@ def mend_after_crash(
 ) -> None:
     """Puts MLflow in line with Optuna after an earlier run of the study was interrupted or killed.
 
-    Its spooled writes were replayed when the tracker opened (:mod:`tuner.spool`); then
+    Its spooled writes were replayed when the tracker opened (:mod:`tuner.tracking.spool`); then
     the trials its process held are failed and re-queued, and the trial runs it left
     RUNNING although Optuna has their result are ended as Optuna has them.
     """

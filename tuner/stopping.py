@@ -7,7 +7,7 @@ asks it to stop at the next safe point: a trial in training stops at the next st
 ends as interrupted (failed, re-queued, its MLflow run KILLED), the study stops, its
 pending MLflow writes are sent. A second Ctrl-C ends the process at once, with exit code
 130 and no traceback: every MLflow write is already in the spool file
-(:mod:`tuner.spool`), which the next run sends, and that run ends the trial left running.
+(:mod:`tuner.tracking.spool`), which the next run sends, and that run ends the trial left running.
 """
 
 from __future__ import annotations

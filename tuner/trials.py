@@ -24,7 +24,7 @@ from tuner.resilience import StorageGuard
 from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
 from tuner.ties import told_value
-from tuner.tracking import Tracker, TrialRun
+from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.trial_check import check_trial
 
 _STATES = {
@@ -87,7 +87,7 @@ def record_outcome(
         TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
     """
     guard = guard or StorageGuard()
-    # Every write of the trial but its end is spooled before the tell (see tuner.spool).
+    # Every write of the trial but its end is spooled before the tell (see tuner.tracking.spool).
     run.flush_steps()
     run.log_lr_curve(
         plan=lr_plan(trial_cfg),

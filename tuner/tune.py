@@ -43,7 +43,7 @@ from tuner.session import (
 )
 from tuner.space import ParamSpec
 from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
-from tuner.tracking import Tracker, TrialRun
+from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
 from tuner.widen import widen_step
 

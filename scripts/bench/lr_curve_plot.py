@@ -29,7 +29,7 @@ from tuner.build import build_datamodule
 from tuner.cli import compose
 from tuner.lr_plots import lr_plan
 from tuner.objective import run_trial
-from tuner.tracking import Tracker, local_uri
+from tuner.tracking.tracker import Tracker, local_uri
 
 RESULTS = Path(__file__).parent / "results"
 

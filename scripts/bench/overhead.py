@@ -33,7 +33,7 @@ from tuner.objective import run_trial
 from tuner.optimizers import build_optimizer
 from tuner.schedules import build_scheduler
 from tuner.session import sidecar_wanted
-from tuner.tracking import Tracker, local_uri
+from tuner.tracking.tracker import Tracker, local_uri
 
 RESULTS = Path(__file__).parent / "results"
 

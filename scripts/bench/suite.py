@@ -151,7 +151,7 @@ def mlflow_template(folder: Path) -> Path:
     3 CPU-seconds, paid once per project folder by a user, not once per study."""
     from mlflow.tracking import MlflowClient
 
-    from tuner.tracking import local_uri
+    from tuner.tracking.tracker import local_uri
 
     MlflowClient(tracking_uri=local_uri(folder)).search_experiments()
     return folder / "mlflow.db"

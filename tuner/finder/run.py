@@ -24,7 +24,7 @@ from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
 from tuner.optimizers import build_optimizer
 from tuner.secrets import mask_value, masked_yaml
-from tuner.tracking import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
+from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
 
 PNG_NAME, JSON_NAME = "finder.png", "finder.json"
 
@@ -240,7 +240,7 @@ def _log_run(
     Nested under the study's parent run when there is one (``search.from_finder``), through
     the study's tracker and its spool; on its own otherwise (``mode=find``).
     """
-    from tuner.tracking import tracking_uri
+    from tuner.tracking.tracker import tracking_uri
 
     name = str(cfg.study.name)
     tags = {ROLE_TAG: "finder", STUDY_TAG: name}

@@ -3,7 +3,7 @@
 Written here rather than with Optuna's MLflowCallback, which is deprecated and logs only
 final values. Writes go through one background thread, batched, so a trial never waits
 on the store (a ``log_metric`` on MLflow's SQLite store costs about 20 ms), and that
-thread keeps them on disk while the store is away (:mod:`tuner.spool`). Every text sent
+thread keeps them on disk while the store is away (:mod:`tuner.tracking.spool`). Every text sent
 is stripped of passwords first.
 """
 
@@ -26,11 +26,11 @@ from omegaconf import DictConfig
 from tuner.compat import hard_delete
 from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
-from tuner.sidecar import Sidecar
-from tuner.spool import SpoolWriter
-from tuner.spool_files import PENDING, Op, orphaned_spools, spool_file
-from tuner.store_template import create_from_template
-from tuner.trial_run import STATE_TAG, TrialRun
+from tuner.tracking.sidecar import Sidecar
+from tuner.tracking.spool import SpoolWriter
+from tuner.tracking.spool_format import PENDING, Op, orphaned_spools, spool_file
+from tuner.tracking.store_template import create_from_template
+from tuner.tracking.trial_run import STATE_TAG, TrialRun
 
 #: Seconds a metrics batch waits for the next ones, to be written together (per-step
 #: windows and evaluations of a trial: a few writes a second, each a store transaction).
@@ -79,9 +79,9 @@ class Tracker:
         spool_dir: Where writes are kept while the store is away (None: in memory only).
         max_wait: Longest wait between two retries while the store is away, in seconds.
         sidecar: Whether writes and plots move to a child process from the second run on
-            (:mod:`tuner.sidecar`; ``tracking.sidecar``).
+            (:mod:`tuner.tracking.sidecar`; ``tracking.sidecar``).
         log_every: Per-step series keep one point every this many steps
-            (``tracking.log_every_n_steps``; :mod:`tuner.thinning`).
+            (``tracking.log_every_n_steps``; :mod:`tuner.tracking.thinning`).
     """
 
     def __init__(

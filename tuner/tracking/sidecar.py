@@ -4,7 +4,7 @@ The tracker's writes (MLflow's SQLAlchemy or REST client: tens of microseconds o
 a metric, 6,000 metrics for a 3,000-step trial) and each trial's LR curve (tens of
 milliseconds of matplotlib) ran on a thread of the training process, where they held
 the GIL that the training loop needs: a 3,000-step CNN trial took 1.13x a raw loop.
-Sent to one child process (``python -m tuner.sidecar``) that imports only MLflow and
+Sent to one child process (``python -m tuner.tracking.sidecar``) that imports only MLflow and
 matplotlib, they run on another core while the thread that asked waits with the GIL
 released.
 
@@ -93,7 +93,7 @@ class Sidecar:
     def _spawn(self) -> subprocess.Popen[str]:
         if self._child is None:
             self._child = subprocess.Popen(
-                [sys.executable, "-m", "tuner.sidecar"],
+                [sys.executable, "-m", "tuner.tracking.sidecar"],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,  # errors come back as answers

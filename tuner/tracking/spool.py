@@ -33,8 +33,8 @@ from mlflow.tracking import MlflowClient
 
 from tuner._testpoint import point
 from tuner.secrets import mask_secrets
-from tuner.sidecar import ChildGone, Refused, Sidecar, write_to_store
-from tuner.spool_files import PENDING, Op, batch_group, describe, load_spool, merge_batches
+from tuner.tracking.sidecar import ChildGone, Refused, Sidecar, write_to_store
+from tuner.tracking.spool_format import PENDING, Op, batch_group, describe, load_spool, merge_batches
 
 _REJECTED_AFTER = 3
 

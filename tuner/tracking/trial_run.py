@@ -1,5 +1,5 @@
 """The nested MLflow run of one trial, written through the study's ``Tracker``
-(:mod:`tuner.tracking`), which it knows only by the few methods it calls.
+(:mod:`tuner.tracking.tracker`), which it knows only by the few methods it calls.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from typing import Any, Protocol
 
 from mlflow.entities import RunStatus
 
-from tuner.spool_files import Op
-from tuner.thinning import StepThinner
+from tuner.tracking.spool_format import Op
+from tuner.tracking.thinning import StepThinner
 
 #: MLflow accepts at most this many metrics in one log_batch call.
 _BATCH = 1000
@@ -22,7 +22,7 @@ _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED", "KILL
 
 
 class RunWriter(Protocol):
-    """What a trial's run asks of the study's tracker (``tuner.tracking.Tracker``)."""
+    """What a trial's run asks of the study's tracker (``tuner.tracking.tracker.Tracker``)."""
 
     log_every: int
 
@@ -64,7 +64,7 @@ class TrialRun:
 
     def log_steps(self, steps: list[int], series: Mapping[str, list[float]]) -> None:
         """Per-step values (``lr``, ``train_loss``), thinned to one point every
-        ``log_every`` steps (:mod:`tuner.thinning`), in batches of MLflow's maximum size."""
+        ``log_every`` steps (:mod:`tuner.tracking.thinning`), in batches of MLflow's maximum size."""
         if "lr" in series:
             self._lr_steps.extend(steps)
             self._lrs.extend(series["lr"])
@@ -98,7 +98,7 @@ class TrialRun:
         :func:`tuner.lr_plots.lr_plan`) to ``lr_curve.png``.
 
         A write like the others, kept in the spool as data: the tracker's thread computes
-        the planned curve and asks the sidecar process (:mod:`tuner.sidecar`) to draw it, so
+        the planned curve and asks the sidecar process (:mod:`tuner.tracking.sidecar`) to draw it, so
         neither the next trial nor the training loop (through the GIL) waits for matplotlib.
         """
         steps, lrs = list(self._lr_steps), list(self._lrs)
