@@ -10,7 +10,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from tuner.study import count_finished
+from tuner.study.optuna_study import count_finished
 
 pytestmark = pytest.mark.slow
 

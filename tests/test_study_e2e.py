@@ -10,7 +10,7 @@ import optuna
 import pytest
 
 from tests.conftest import TINY, logged_points
-from tuner.study import count_finished
+from tuner.study.optuna_study import count_finished
 from tuner.tracking.tracker import local_uri
 
 

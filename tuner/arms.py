@@ -29,7 +29,7 @@ from tuner.errors import UserError
 from tuner.families import option_values
 from tuner.optimizers import LR_FREE, build_optimizer
 from tuner.space import ParamSpec, apply
-from tuner.study import best_trials, count_finished
+from tuner.study.optuna_study import best_trials, count_finished
 from tuner.ties import raw_value
 
 if TYPE_CHECKING:

@@ -15,7 +15,8 @@ from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
 from tuner.space import ParamSpec, parse_space
 from tuner.space_check import check_space
-from tuner.study import PRUNERS, SAMPLERS, STORAGES
+from tuner.storage.storages import STORAGES
+from tuner.study.optuna_study import PRUNERS, SAMPLERS
 from tuner.study_name import check_study_name
 from tuner.ties import check_tie_break
 from tuner.training.guards import check_guards

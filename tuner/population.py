@@ -24,14 +24,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.build import build_model, plain
-from tuner.coordination import this_process
 from tuner.devices import world_size
 from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress
-from tuner.resilience import StorageGuard
 from tuner.schedules import warmup_length
 from tuner.space import ParamSpec
+from tuner.storage.coordination import this_process
+from tuner.storage.resilience import StorageGuard
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.training.control import MemberLink, PopulationControl
 from tuner.training.guards import guard_from_config, stop_reason

@@ -23,7 +23,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from tuner.study import best_trials
+from tuner.study.optuna_study import best_trials
 from tuner.ties import raw_value
 
 #: State names in the order they are shown, with the colour of each in live mode.

@@ -20,12 +20,12 @@ from tuner._testpoint import point
 from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.compat import storage_of, study_id
-from tuner.coordination import reap_dead_owners
 from tuner.preflight import check_first_batch, check_population, check_services
-from tuner.resilience import StorageGuard
 from tuner.secrets import mask_secrets, masked_yaml
 from tuner.space import ParamSpec, apply
-from tuner.study import best_trials, count_finished, open_study
+from tuner.storage.coordination import reap_dead_owners
+from tuner.storage.resilience import StorageGuard
+from tuner.study.optuna_study import best_trials, count_finished, open_study
 from tuner.ties import raw_value
 from tuner.tracking.tracker import TRIAL_TAG, Tracker, TrialRun, tracking_uri
 

@@ -67,7 +67,7 @@ def stop_now(signum: int, frame: FrameType | None) -> None:
     """A second Ctrl-C: ends the process here, whatever it was doing, without a traceback.
 
     Nothing is unwound: every tracking write is in the spool file already, and the trial
-    this process held is ended by the next run (:func:`tuner.coordination.reap_dead_owners`).
+    this process held is ended by the next run (:func:`tuner.storage.coordination.reap_dead_owners`).
     """
     print(f"\n{INTERRUPTED} (stopped at once; the next run sends what MLflow lacks)", file=sys.stderr)
     flush_streams()

@@ -15,14 +15,14 @@ from optuna.exceptions import UpdateFinishedTrialError
 
 from tuner._testpoint import point
 from tuner.compat import storage_of, trial_storage_id
-from tuner.coordination import TrialLost, claim_slot, give_up_surplus
 from tuner.errors import StudyStopped
 from tuner.lr_plots import lr_plan
 from tuner.objective import Outcome
 from tuner.progress import StudyProgress
-from tuner.resilience import StorageGuard
 from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
+from tuner.storage.coordination import TrialLost, claim_slot, give_up_surplus
+from tuner.storage.resilience import StorageGuard
 from tuner.ties import told_value
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.trial_check import check_trial
@@ -84,7 +84,7 @@ def record_outcome(
     """Tells Optuna how a trial ended and ends its MLflow run with the same state.
 
     Raises:
-        TrialLost: another worker failed the trial meanwhile (see ``tuner.coordination``).
+        TrialLost: another worker failed the trial meanwhile (see ``tuner.storage.coordination``).
     """
     guard = guard or StorageGuard()
     # Every write of the trial but its end is spooled before the tell (see tuner.tracking.spool).

@@ -18,19 +18,10 @@ from tuner import ddp, stopping
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
 from tuner.compat import storage_of, trial_storage_id
-from tuner.coordination import (
-    TrialLost,
-    heartbeat,
-    heartbeat_enabled,
-    reap_stale,
-    requeue,
-    this_process,
-)
 from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
-from tuner.resilience import StorageGuard, failure_summary, no_result
 from tuner.secrets import mask_secrets
 from tuner.session import (
     Tracked,
@@ -42,7 +33,16 @@ from tuner.session import (
     warn_unlogged,
 )
 from tuner.space import ParamSpec
-from tuner.study import AskTellGrid, build_sampler, count_finished, count_started
+from tuner.storage.coordination import (
+    TrialLost,
+    heartbeat,
+    heartbeat_enabled,
+    reap_stale,
+    requeue,
+    this_process,
+)
+from tuner.storage.resilience import StorageGuard, failure_summary, no_result
+from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
 from tuner.widen import widen_step

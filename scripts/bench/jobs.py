@@ -95,7 +95,7 @@ def run_study(cfg: Any) -> tuple[Any, optuna.Study]:
     Optuna study as stored (for its trials' states, steps and params)."""
     from tuner.config import validate
     from tuner.progress import StudyProgress
-    from tuner.study import build_storage
+    from tuner.storage.storages import build_storage
     from tuner.tune import tune
 
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from tuner.build import plain
 from tuner.finder.settings import FINDER_ATTR
 from tuner.space import ParamSpec
-from tuner.study import build_sampler
+from tuner.study.optuna_study import build_sampler
 from tuner.tracking.tracker import Tracker
 
 __all__ = ["FINDER_ATTR", "bracket", "first_lrs", "narrow_bounds", "narrow_from_finder"]

@@ -310,7 +310,7 @@ def load_for_report(cfg: DictConfig) -> optuna.Study:
     Raises:
         UserError: an in-memory storage, or no study of that name.
     """
-    from tuner.study import build_storage, mask_password
+    from tuner.storage.storages import build_storage, mask_password
 
     storage = build_storage(cfg)
     where = str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")
