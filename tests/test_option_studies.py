@@ -13,8 +13,8 @@ import mlflow
 import optuna
 import pytest
 
-from tuner.optimizers import OPTIMIZERS
-from tuner.schedules import SCHEDULES, lr_multiplier
+from tuner.optimizer.factory import OPTIMIZERS
+from tuner.schedule.functions import SCHEDULES, lr_multiplier
 from tuner.tracking.tracker import local_uri
 
 STEPS = 40

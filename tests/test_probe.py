@@ -14,8 +14,8 @@ from tuner.build import build_datamodule, build_model, plain
 from tuner.config import validate
 from tuner.errors import UserError
 from tuner.objective import make_probe, run_trial
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
 from tuner.training.module import evaluate
 from tuner.training.plateau import PlateauRule
 from tuner.training.probe import PROBES_ATTR, CooldownProbe, ProbeSettings

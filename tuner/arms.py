@@ -27,7 +27,7 @@ from tuner.breakdown import markdown, to_csv
 from tuner.build import plain
 from tuner.errors import UserError
 from tuner.families import option_values
-from tuner.optimizers import LR_FREE, build_optimizer
+from tuner.optimizer.factory import LR_FREE, build_optimizer
 from tuner.space import ParamSpec, apply
 from tuner.study.optuna_study import best_trials, count_finished
 from tuner.ties import raw_value
@@ -93,8 +93,8 @@ def run_arms(
     progress: StudyProgress,
 ) -> None:
     """Trains the arms not trained yet, then logs the comparison to the parent run."""
-    from tuner.lr_plots import lr_plan
     from tuner.objective import run_trial
+    from tuner.schedule.plot import lr_plan
 
     names = arm_names(cfg)
     for name in names:

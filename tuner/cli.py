@@ -152,7 +152,7 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     if cfg.mode == "report":
         return _report(cfg)
     if cfg.mode == "schedule":
-        from tuner.lr_plots import draw_schedule, print_schedule
+        from tuner.schedule.plot import draw_schedule, print_schedule
 
         print_schedule(cfg, *draw_schedule(cfg))
         return 0

@@ -30,8 +30,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
-from tuner.optimizers import COMMON_KEYS, OPTIMIZER_KEYS, OPTIMIZERS
-from tuner.schedules import COMMON_DEFAULTS, FAMILY_DEFAULTS, SCHEDULES
+from tuner.optimizer.factory import COMMON_KEYS, OPTIMIZER_KEYS, OPTIMIZERS
+from tuner.schedule.functions import COMMON_DEFAULTS, FAMILY_DEFAULTS, SCHEDULES
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from tuner import ddp
 from tuner.build import build_model, plain
 from tuner.devices import trial_devices, world_size
 from tuner.errors import UserError
-from tuner.schedules import warmup_length
+from tuner.schedule.functions import warmup_length
 from tuner.secrets import mask_secrets
 from tuner.stopping import StopOnRequest
 from tuner.tracking.tracker import TrialRun

@@ -28,7 +28,7 @@ from tuner.devices import world_size
 from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress
-from tuner.schedules import warmup_length
+from tuner.schedule.functions import warmup_length
 from tuner.space import ParamSpec
 from tuner.storage.coordination import this_process
 from tuner.storage.resilience import StorageGuard

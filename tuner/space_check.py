@@ -25,8 +25,8 @@ from omegaconf import DictConfig
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
 from tuner.families import SECTIONS, family_section, split_path, switched
-from tuner.optimizers import validate_optimizer
-from tuner.schedules import validate_schedule
+from tuner.optimizer.factory import validate_optimizer
+from tuner.schedule.functions import validate_schedule
 from tuner.space import ParamSpec, active, ordered
 
 

@@ -9,8 +9,8 @@ from omegaconf import DictConfig
 
 from tuner.build import plain
 from tuner.errors import as_user_error
-from tuner.optimizers import validate_optimizer
-from tuner.schedules import validate_schedule
+from tuner.optimizer.factory import validate_optimizer
+from tuner.schedule.functions import validate_schedule
 
 
 def check_trial(cfg: DictConfig) -> None:

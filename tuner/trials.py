@@ -16,9 +16,9 @@ from optuna.exceptions import UpdateFinishedTrialError
 from tuner._testpoint import point
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped
-from tuner.lr_plots import lr_plan
 from tuner.objective import Outcome
 from tuner.progress import StudyProgress
+from tuner.schedule.plot import lr_plan
 from tuner.secrets import masked_yaml
 from tuner.space import ParamSpec, apply, suggest
 from tuner.storage.coordination import TrialLost, claim_slot, give_up_surplus

@@ -79,7 +79,7 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
     from torch.nn import functional as F
 
     from tuner.build import build_datamodule, build_model, plain
-    from tuner.optimizers import build_optimizer
+    from tuner.optimizer.factory import build_optimizer
 
     class Classifier(pl.LightningModule):
         def __init__(self, net: Any, spec: dict[str, Any]) -> None:

@@ -28,10 +28,10 @@ from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
-from tuner.lr_plots import lr_plan
 from tuner.objective import run_trial
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
+from tuner.schedule.plot import lr_plan
 from tuner.session import sidecar_wanted
 from tuner.tracking.tracker import Tracker, local_uri
 

@@ -19,8 +19,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from tuner.build import build_model, plain
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
 
 
 @torch.no_grad()

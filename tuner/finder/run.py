@@ -22,7 +22,7 @@ from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
-from tuner.optimizers import build_optimizer
+from tuner.optimizer.factory import build_optimizer
 from tuner.secrets import mask_value, masked_yaml
 from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
 

@@ -68,7 +68,7 @@ class Sidecar:
         return answer.get("result")
 
     def plot_lr(self, path: Path, **kwargs: Any) -> Path:
-        """:func:`tuner.lr_figure.plot_lr`, drawn by the child (or here, if it is gone)."""
+        """:func:`tuner.schedule.figure.plot_lr`, drawn by the child (or here, if it is gone)."""
         values = {
             k: v if isinstance(v, str) or not isinstance(v, Sequence) else list(v) for k, v in kwargs.items()
         }
@@ -76,7 +76,7 @@ class Sidecar:
             self.ask({"kind": "plot", "path": str(path), **values})
             return path
         except (Refused, ChildGone):
-            from tuner.lr_figure import plot_lr
+            from tuner.schedule.figure import plot_lr
 
             return plot_lr(path, **kwargs)  # raises the error itself if it was the figure's
 
@@ -183,7 +183,7 @@ def serve() -> None:
             request = json.loads(line)
             kind = request.pop("kind")
             if kind == "plot":
-                from tuner.lr_figure import plot_lr
+                from tuner.schedule.figure import plot_lr
 
                 plot_lr(Path(request.pop("path")), **request)
                 answer: dict[str, Any] = {"result": None}

@@ -250,7 +250,7 @@ class SpoolWriter:
         Kept in the spool as its data (the LRs of the steps taken and the planned
         schedule), so a curve is drawn and sent even after an interrupt or a kill.
         """
-        from tuner.lr_plots import plan_lrs
+        from tuner.schedule.plot import plan_lrs
 
         folder = Path(tempfile.mkdtemp(prefix="tuner-lr-"))
         try:
@@ -260,7 +260,7 @@ class SpoolWriter:
             if self.sidecar is not None:
                 self.sidecar.plot_lr(path, planned=planned, **kwargs)
             else:
-                from tuner.lr_figure import plot_lr
+                from tuner.schedule.figure import plot_lr
 
                 plot_lr(path, planned=planned, **kwargs)
             self._write("artifact", run_id, {"path": str(path)})

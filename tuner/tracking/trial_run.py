@@ -95,7 +95,7 @@ class TrialRun:
 
     def log_lr_curve(self, *, plan: Mapping[str, Any] | None, title: str) -> None:
         """Plots the LR recorded at every step taken (and the planned one, from
-        :func:`tuner.lr_plots.lr_plan`) to ``lr_curve.png``.
+        :func:`tuner.schedule.plot.lr_plan`) to ``lr_curve.png``.
 
         A write like the others, kept in the spool as data: the tracker's thread computes
         the planned curve and asks the sidecar process (:mod:`tuner.tracking.sidecar`) to draw it, so

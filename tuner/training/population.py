@@ -17,8 +17,8 @@ import pytorch_lightning as pl
 import torch
 from torch import Tensor, nn
 
-from tuner.optimizers import build_optimizer, set_train_mode
-from tuner.schedules import build_scheduler
+from tuner.optimizer.factory import build_optimizer, set_train_mode
+from tuner.schedule.functions import build_scheduler
 from tuner.training.fused import FusedStep, fusable
 from tuner.training.stacked import StackedNets
 

@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch.optim.lr_scheduler import LambdaLR, LRScheduler
 
-from tuner.schedule_spec import (  # noqa: F401  (re-exported: the public face is tuner.schedules)
+from tuner.schedule.spec import (  # noqa: F401  (re-exported: the public face is tuner.schedule.functions)
     COMMON_DEFAULTS,
     COOLDOWNS,
     FAMILY_DEFAULTS,

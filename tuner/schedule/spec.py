@@ -1,6 +1,6 @@
 """Schedule specs: the families, their keys and defaults, and their validation.
 
-Split from :mod:`tuner.schedules` (the multipliers and the torch schedulers), which
+Split from :mod:`tuner.schedule.functions` (the multipliers and the torch schedulers), which
 re-exports every public name here.
 """
 

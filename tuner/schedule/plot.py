@@ -15,8 +15,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tuner.build import plain
-from tuner.lr_figure import plot_lr
-from tuner.schedules import lr_curve, warmup_length
+from tuner.schedule.figure import plot_lr
+from tuner.schedule.functions import lr_curve, warmup_length
 
 
 def lr_plan(cfg: DictConfig) -> dict[str, Any]:
