@@ -11,7 +11,7 @@ import pytest
 from tuner.cli import config_dir
 from tuner.config import check_trial, validate
 from tuner.errors import UserError
-from tuner.space import ParamSpec, apply, suggest
+from tuner.search.space import ParamSpec, apply, suggest
 from tuner.tracking.tracker import local_uri
 
 PRESETS = sorted(p.stem for p in (Path(config_dir()) / "search").glob("*.yaml"))

@@ -16,8 +16,8 @@ from tuner.report.analysis import robust_lr
 from tuner.report.build import _at_edge
 from tuner.report.document import Doc
 from tuner.report.gather import StudyData
-from tuner.space import ParamSpec
-from tuner.widen import WIDEN_ATTR, WideningGP, WideningTPE, edge, short, stored_bounds, widen_step
+from tuner.search.space import ParamSpec
+from tuner.search.widen import WIDEN_ATTR, WideningGP, WideningTPE, edge, short, stored_bounds, widen_step
 
 COMPLETE = optuna.trial.TrialState.COMPLETE
 LR = ParamSpec("lr", "optimizer.lr", "float", 1e-4, 1e-2, log=True)

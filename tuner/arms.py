@@ -26,9 +26,9 @@ from rich.table import Table
 from tuner.breakdown import markdown, to_csv
 from tuner.build import plain
 from tuner.errors import UserError
-from tuner.families import option_values
 from tuner.optimizer.factory import LR_FREE, build_optimizer
-from tuner.space import ParamSpec, apply
+from tuner.search.families import option_values
+from tuner.search.space import ParamSpec, apply
 from tuner.study.optuna_study import best_trials, count_finished
 from tuner.ties import raw_value
 

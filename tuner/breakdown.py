@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from rich.table import Table
 
-from tuner.space import ParamSpec
+from tuner.search.space import ParamSpec
 from tuner.ties import raw_value
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
-    from tuner.space import ParamSpec
+    from tuner.search.space import ParamSpec
 
 FLAGS = ("--debug", "--quiet", "--cfg", "--help")
 _CFG_PARTS = ("job", "hydra", "all")

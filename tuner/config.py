@@ -13,8 +13,10 @@ from tuner.errors import UserError
 from tuner.finder.settings import check_finder
 from tuner.preflight import check_data, check_targets
 from tuner.report.settings import validate_report
-from tuner.space import ParamSpec, parse_space
-from tuner.space_check import check_space
+from tuner.search.check import check_space
+from tuner.search.space import ParamSpec, parse_space
+from tuner.search.trial_check import check_trial
+from tuner.search.widen import check_widen
 from tuner.storage.storages import STORAGES
 from tuner.study.optuna_study import PRUNERS, SAMPLERS
 from tuner.study_name import check_study_name
@@ -22,8 +24,6 @@ from tuner.ties import check_tie_break
 from tuner.training.guards import check_guards
 from tuner.training.plateau import check_plateau
 from tuner.training.probe import check_probe
-from tuner.trial_check import check_trial
-from tuner.widen import check_widen
 
 MODES = ("tune", "find", "schedule", "report")
 

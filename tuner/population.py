@@ -29,7 +29,7 @@ from tuner.errors import UserError
 from tuner.objective import Outcome, fit_in_chunks, make_trainer
 from tuner.progress import StudyProgress
 from tuner.schedule.functions import warmup_length
-from tuner.space import ParamSpec
+from tuner.search.space import ParamSpec
 from tuner.storage.coordination import this_process
 from tuner.storage.resilience import StorageGuard
 from tuner.tracking.tracker import Tracker, TrialRun

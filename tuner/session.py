@@ -21,8 +21,8 @@ from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.compat import storage_of, study_id
 from tuner.preflight import check_first_batch, check_population, check_services
+from tuner.search.space import ParamSpec, apply
 from tuner.secrets import mask_secrets, masked_yaml
-from tuner.space import ParamSpec, apply
 from tuner.storage.coordination import reap_dead_owners
 from tuner.storage.resilience import StorageGuard
 from tuner.study.optuna_study import best_trials, count_finished, open_study

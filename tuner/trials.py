@@ -19,13 +19,13 @@ from tuner.errors import StudyStopped
 from tuner.objective import Outcome
 from tuner.progress import StudyProgress
 from tuner.schedule.plot import lr_plan
+from tuner.search.space import ParamSpec, apply, suggest
+from tuner.search.trial_check import check_trial
 from tuner.secrets import masked_yaml
-from tuner.space import ParamSpec, apply, suggest
 from tuner.storage.coordination import TrialLost, claim_slot, give_up_surplus
 from tuner.storage.resilience import StorageGuard
 from tuner.ties import told_value
 from tuner.tracking.tracker import Tracker, TrialRun
-from tuner.trial_check import check_trial
 
 _STATES = {
     "COMPLETE": optuna.trial.TrialState.COMPLETE,

@@ -22,6 +22,8 @@ from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
 from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
+from tuner.search.space import ParamSpec
+from tuner.search.widen import widen_step
 from tuner.secrets import mask_secrets
 from tuner.session import (
     Tracked,
@@ -32,7 +34,6 @@ from tuner.session import (
     undo_if_fruitless,
     warn_unlogged,
 )
-from tuner.space import ParamSpec
 from tuner.storage.coordination import (
     TrialLost,
     heartbeat,
@@ -45,7 +46,6 @@ from tuner.storage.resilience import StorageGuard, failure_summary, no_result
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
-from tuner.widen import widen_step
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Seconds between looks at the study while the last trials run in other workers.

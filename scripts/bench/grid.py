@@ -40,7 +40,7 @@ def train_point(overrides: list[str], values: dict[str, Any]) -> tuple[float, fl
     """One full trial without pruning: (final val_acc, test_acc, state); diverged scores 0.
 
     ``values`` (config path -> value) are written as the search writes sampled values
-    (``tuner.space.apply``): a drawn optimizer or schedule family gets its own keys.
+    (``tuner.search.space.apply``): a drawn optimizer or schedule family gets its own keys.
     """
     import torch
 
@@ -48,7 +48,7 @@ def train_point(overrides: list[str], values: dict[str, Any]) -> tuple[float, fl
     from tuner.build import build_datamodule
     from tuner.cli import compose
     from tuner.objective import run_trial
-    from tuner.space import ParamSpec, apply
+    from tuner.search.space import ParamSpec, apply
 
     quiet_libraries()
     torch.set_num_threads(1)

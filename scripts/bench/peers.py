@@ -51,9 +51,9 @@ class Peer:
 
 def _raw_study(job: Job, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> Trace:
     """A hand-written Optuna study: the task's space sampled and written as the project
-    writes it (``tuner.space``), each trial a raw PyTorch loop, run to the step budget."""
+    writes it (``tuner.search.space``), each trial a raw PyTorch loop, run to the step budget."""
     from tuner.build import build_datamodule
-    from tuner.space import apply, parse_space, suggest
+    from tuner.search.space import apply, parse_space, suggest
 
     cfg = compose_job(job)
     specs = parse_space(cfg.search.params, cfg)

@@ -50,7 +50,7 @@ from tuner.config import validate  # noqa: E402
 from tuner.objective import run_trial  # noqa: E402
 from tuner.population import run_population  # noqa: E402
 from tuner.progress import StudyProgress  # noqa: E402
-from tuner.space import apply, suggest  # noqa: E402
+from tuner.search.space import apply, suggest  # noqa: E402
 from tuner.tracking.tracker import Tracker, local_uri  # noqa: E402
 from tuner.tune import tune  # noqa: E402
 

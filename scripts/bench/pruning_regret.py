@@ -71,7 +71,7 @@ def run_one_study(overrides: list[str], home: str) -> dict[str, Any]:
 
     from tuner._quiet import quiet_libraries
     from tuner.cli import compose
-    from tuner.space import parse_space
+    from tuner.search.space import parse_space
 
     quiet_libraries()
     cfg = compose(overrides)

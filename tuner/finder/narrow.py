@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 
 from tuner.build import plain
 from tuner.finder.settings import FINDER_ATTR
-from tuner.space import ParamSpec
+from tuner.search.space import ParamSpec
 from tuner.study.optuna_study import build_sampler
 from tuner.tracking.tracker import Tracker
 

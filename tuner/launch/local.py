@@ -19,6 +19,7 @@ from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
 from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
 from tuner.progress import StudyProgress
+from tuner.search.space import ParamSpec
 from tuner.session import (
     Tracked,
     end_lost_run,
@@ -28,7 +29,6 @@ from tuner.session import (
     undo_if_fruitless,
     warn_unlogged,
 )
-from tuner.space import ParamSpec
 from tuner.storage.coordination import reap_dead_owners
 from tuner.storage.resilience import no_result
 from tuner.study.optuna_study import count_finished

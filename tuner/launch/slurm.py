@@ -19,8 +19,8 @@ from tuner.build import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
+from tuner.search.space import ParamSpec
 from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
-from tuner.space import ParamSpec
 from tuner.storage.resilience import no_result
 from tuner.study.optuna_study import count_finished
 from tuner.tune import StudyResult

@@ -26,9 +26,9 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.search.widen import history, short
 from tuner.secrets import mask_secrets
 from tuner.ties import plateau, raw_value
-from tuner.widen import history, short
 
 
 @dataclass
@@ -273,7 +273,7 @@ def _reproduce(doc: Doc, data: StudyData, cfg: DictConfig) -> list[str] | None:
         source = "its recorded config (`trial_config.yaml` of its MLflow run)"
     else:
         from tuner.config import validate
-        from tuner.space import apply
+        from tuner.search.space import apply
 
         trial_cfg = OmegaConf.to_container(apply(cfg, validate(cfg), best.params), resolve=True)
         source = "this command's config with the trial's sampled values"

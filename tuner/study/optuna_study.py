@@ -16,7 +16,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
-from tuner.space import ParamSpec, grid
+from tuner.search.space import ParamSpec, grid
 from tuner.storage.coordination import SURPLUS_ATTR, retried_numbers
 from tuner.storage.storages import build_storage
 
@@ -48,13 +48,13 @@ def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.sampler
     name, kwargs = str(cfg.sampler.name), _kwargs(cfg.sampler, "grid_points")
     try:
         if name == "tpe":
-            from tuner.widen import WideningTPE  # it reads the study's widened bounds
+            from tuner.search.widen import WideningTPE  # it reads the study's widened bounds
 
             return WideningTPE(**kwargs)
         if name == "random":
             return optuna.samplers.RandomSampler(**kwargs)
         if name == "gp":
-            from tuner.widen import WideningGP
+            from tuner.search.widen import WideningGP
 
             return WideningGP(**kwargs)
         if name == "cmaes":

@@ -22,7 +22,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.errors import UserError
-from tuner.families import family_section, known_path, switch_families
+from tuner.search.families import family_section, known_path, switch_families
 
 _KINDS = ("float", "int", "categorical")
 
@@ -217,7 +217,7 @@ def apply(cfg: DictConfig, specs: Sequence[ParamSpec], values: Mapping[str, Any]
     """A copy of ``cfg`` with each sampled value written to its parameter's path.
 
     A sampled optimizer or schedule family other than the base config's first gets its
-    own keys (see :mod:`tuner.families`).
+    own keys (see :mod:`tuner.search.families`).
     """
     trial_cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     assert isinstance(trial_cfg, DictConfig)

@@ -14,7 +14,7 @@ config's gets a section made of:
 * nothing else: the base family's own keys (and an ``optimizer._target_``) are dropped,
   so the trial's ``trial_config.yaml`` shows what trained.
 
-Sampled values are written afterwards and win. :mod:`tuner.space_check` rejects, before
+Sampled values are written afterwards and win. :mod:`tuner.search.check` rejects, before
 anything is created, a parameter that would write a key its family does not have, and
 any choice or bound that makes an invalid trial config.
 """

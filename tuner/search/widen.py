@@ -26,8 +26,8 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 
 from tuner.errors import UserError
 from tuner.finder.settings import FINDER_ATTR
-from tuner.space import ParamSpec
-from tuner.trial_check import check_trial
+from tuner.search.space import ParamSpec
+from tuner.search.trial_check import check_trial
 
 WIDEN_ATTR = "tuner.widen"
 #: "At an edge": within this share of the range's log-width from it.
@@ -133,7 +133,7 @@ def _widened(
 def _trains(cfg: DictConfig, specs: Sequence[ParamSpec], spec: ParamSpec, bound: float) -> bool:
     """Whether a trial at the new bound passes the trial check (an optimizer or schedule
     key past its domain, e.g. a decay_to above 1, would fail every such trial)."""
-    from tuner.space import apply
+    from tuner.search.space import apply
 
     # A conditional parameter is checked on a trial where it is drawn: its parents set.
     names = {s.name for s in specs}

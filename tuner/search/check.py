@@ -24,10 +24,10 @@ from omegaconf import DictConfig
 
 from tuner.build import plain
 from tuner.errors import UserError, as_user_error
-from tuner.families import SECTIONS, family_section, split_path, switched
 from tuner.optimizer.factory import validate_optimizer
 from tuner.schedule.functions import validate_schedule
-from tuner.space import ParamSpec, active, ordered
+from tuner.search.families import SECTIONS, family_section, split_path, switched
+from tuner.search.space import ParamSpec, active, ordered
 
 
 def check_space(cfg: DictConfig, specs: Sequence[ParamSpec]) -> None:
@@ -150,7 +150,7 @@ def _probe(
 ) -> UserError | None:
     """The error a trial with these values would raise, or None; other parameters typical.
 
-    ``specs`` come parents first (:func:`tuner.space.ordered`).
+    ``specs`` come parents first (:func:`tuner.search.space.ordered`).
     """
     values: dict[str, Any] = {}
     for spec in specs:
