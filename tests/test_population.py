@@ -20,9 +20,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import TINY, logged_points
 from tuner.build import build_datamodule
-from tuner.objective import run_trial
 from tuner.population import run_population
 from tuner.tracking.tracker import Tracker, TrialRun, local_uri
+from tuner.training.trial import run_trial
 
 SMALL = [
     "model=mlp",

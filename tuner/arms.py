@@ -93,8 +93,8 @@ def run_arms(
     progress: StudyProgress,
 ) -> None:
     """Trains the arms not trained yet, then logs the comparison to the parent run."""
-    from tuner.objective import run_trial
     from tuner.schedule.plot import lr_plan
+    from tuner.training.trial import run_trial
 
     names = arm_names(cfg)
     for name in names:

@@ -116,7 +116,7 @@ def check_config(cfg: DictConfig) -> list[ParamSpec]:
 
         check(cfg)
     elif cfg.mode == "find":
-        from tuner import ddp
+        from tuner.training import ddp
 
         ddp.check(cfg)
     return specs
@@ -157,8 +157,8 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
         print_schedule(cfg, *draw_schedule(cfg))
         return 0
     if cfg.mode == "find":
-        from tuner import ddp
         from tuner.finder.run import find
+        from tuner.training import ddp
 
         with ddp.ranks(cfg, role="find"):
             find(cfg)

@@ -16,7 +16,6 @@ from optuna.exceptions import UpdateFinishedTrialError
 from tuner._testpoint import point
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped
-from tuner.objective import Outcome
 from tuner.progress import StudyProgress
 from tuner.schedule.plot import lr_plan
 from tuner.search.space import ParamSpec, apply, suggest
@@ -26,6 +25,7 @@ from tuner.storage.coordination import TrialLost, claim_slot, give_up_surplus
 from tuner.storage.resilience import StorageGuard
 from tuner.ties import told_value
 from tuner.tracking.tracker import Tracker, TrialRun
+from tuner.training.trial import Outcome
 
 _STATES = {
     "COMPLETE": optuna.trial.TrialState.COMPLETE,

@@ -14,13 +14,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
-from tuner import ddp, stopping
+from tuner import stopping
 from tuner.arms import arm_names, comparison_table, run_arms
 from tuner.breakdown import choice_tables
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
-from tuner.objective import Outcome, run_trial
 from tuner.progress import StudyProgress
 from tuner.search.space import ParamSpec
 from tuner.search.widen import widen_step
@@ -45,6 +44,8 @@ from tuner.storage.coordination import (
 from tuner.storage.resilience import StorageGuard, failure_summary, no_result
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.tracking.tracker import Tracker, TrialRun
+from tuner.training import ddp
+from tuner.training.trial import Outcome, run_trial
 from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)

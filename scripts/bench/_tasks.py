@@ -47,7 +47,7 @@ def _grid_point(task: str, lr: float, seed: int) -> dict[str, Any]:
 
     from tuner._quiet import quiet_libraries
     from tuner.build import build_datamodule
-    from tuner.objective import run_trial
+    from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)
     quiet_libraries()

@@ -28,12 +28,12 @@ from torch.nn import functional as F
 
 from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
-from tuner.objective import run_trial
 from tuner.optimizer.factory import build_optimizer
 from tuner.schedule.functions import build_scheduler
 from tuner.schedule.plot import lr_plan
 from tuner.session import sidecar_wanted
 from tuner.tracking.tracker import Tracker, local_uri
+from tuner.training.trial import run_trial
 
 RESULTS = Path(__file__).parent / "results"
 

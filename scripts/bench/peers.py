@@ -101,7 +101,7 @@ def lightning_lr_find(job: Job) -> Trace:
     from pytorch_lightning.tuner import Tuner
 
     from tuner.build import build_datamodule, build_model, plain
-    from tuner.objective import run_trial
+    from tuner.training.trial import run_trial
 
     cfg = compose_job(job)
     datamodule = build_datamodule(cfg)

@@ -47,11 +47,11 @@ from tuner._quiet import quiet_libraries  # noqa: E402
 from tuner.build import build_datamodule  # noqa: E402
 from tuner.cli import compose  # noqa: E402
 from tuner.config import validate  # noqa: E402
-from tuner.objective import run_trial  # noqa: E402
 from tuner.population import run_population  # noqa: E402
 from tuner.progress import StudyProgress  # noqa: E402
 from tuner.search.space import apply, suggest  # noqa: E402
 from tuner.tracking.tracker import Tracker, local_uri  # noqa: E402
+from tuner.training.trial import run_trial  # noqa: E402
 from tuner.tune import tune  # noqa: E402
 
 RESULTS = REPO / "scripts" / "bench" / "results"

@@ -32,7 +32,7 @@ def main(overrides: list[str]) -> None:
     from tuner._quiet import quiet_libraries
     from tuner.build import build_datamodule
     from tuner.cli import compose
-    from tuner.objective import run_trial
+    from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)
     quiet_libraries()

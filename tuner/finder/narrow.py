@@ -106,8 +106,8 @@ def narrow_from_finder(
     spec = next(s for s in specs if s.name == name)
     record: dict[str, Any] | None = study.user_attrs.get(FINDER_ATTR)
     if record is None:
-        from tuner import ddp
         from tuner.finder.run import find
+        from tuner.training import ddp
 
         with ddp.ranks(cfg, role="find"):
             result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)

@@ -17,7 +17,6 @@ from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from tuner.build import build_datamodule, build_model, model_note, plain
-from tuner.ddp import fabric_strategy
 from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
@@ -25,6 +24,7 @@ from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
 from tuner.optimizer.factory import build_optimizer
 from tuner.secrets import mask_value, masked_yaml
 from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
+from tuner.training.ddp import fabric_strategy
 
 PNG_NAME, JSON_NAME = "finder.png", "finder.json"
 
@@ -64,7 +64,7 @@ class FinderResult:
 def make_fabric(cfg: DictConfig) -> Fabric:
     """A launched Fabric on the trainer's accelerator, devices, strategy and precision.
 
-    On several devices the processes are already there (``tuner.ddp.ranks``): Fabric's own
+    On several devices the processes are already there (``tuner.training.ddp.ranks``): Fabric's own
     launcher would re-run the whole command line as each rank, a study included.
     """
     t = cfg.trainer

@@ -21,7 +21,7 @@ import torch
 from tuner.errors import UserError
 from tuner.storage.resilience import storage_errors
 from tuner.training.callbacks import DivergenceGuard, StepSink
-from tuner.training.population import PopulationModule
+from tuner.training.population_module import PopulationModule
 
 
 @dataclass

@@ -12,7 +12,6 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from tuner import ddp
 from tuner.build import build_model, plain
 from tuner.devices import trial_devices, world_size
 from tuner.errors import UserError
@@ -20,7 +19,7 @@ from tuner.schedule.functions import warmup_length
 from tuner.secrets import mask_secrets
 from tuner.stopping import StopOnRequest
 from tuner.tracking.tracker import TrialRun
-from tuner.training import PruningCallback, StepTrace, TrialModule
+from tuner.training import PruningCallback, StepTrace, TrialModule, ddp
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.module import StepChunks, evaluate
 from tuner.training.plateau import plateau_rule
