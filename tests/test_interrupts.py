@@ -121,7 +121,7 @@ def test_starting_over_keeps_the_old_studys_runs_apart_and_out_of_the_report(tmp
 
 def test_a_trial_run_left_running_gets_optunas_result_and_reported_values(tmp_path):
     """What a rerun does when the spool lacked a run's end and its validation metrics."""
-    from tuner.session import mend_trial_runs
+    from tuner.study.session import mend_trial_runs
     from tuner.tracking.tracker import Tracker
 
     study = optuna.create_study(direction="maximize")

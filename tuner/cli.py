@@ -126,8 +126,8 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     specs = check_config(cfg)
     if cfg.mode == "tune":
         from tuner.launch import launch
-        from tuner.progress import StudyProgress, best_table, print_table
-        from tuner.tune import study_tables, tune
+        from tuner.study.loop import study_tables, tune
+        from tuner.study.progress import StudyProgress, best_table, print_table
 
         if cfg.launcher.name == "none":
             with StudyProgress(quiet=quiet) as progress:

@@ -7,7 +7,6 @@ import json
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.arms import check_arms
 from tuner.devices import check_trainer
 from tuner.errors import UserError
 from tuner.finder.settings import check_finder
@@ -18,9 +17,10 @@ from tuner.search.space import ParamSpec, parse_space
 from tuner.search.trial_check import check_trial
 from tuner.search.widen import check_widen
 from tuner.storage.storages import STORAGES
+from tuner.study.arms import check_arms
+from tuner.study.name import check_study_name
 from tuner.study.optuna_study import PRUNERS, SAMPLERS
-from tuner.study_name import check_study_name
-from tuner.ties import check_tie_break
+from tuner.study.ties import check_tie_break
 from tuner.training.guards import check_guards
 from tuner.training.plateau import check_plateau
 from tuner.training.probe import check_probe

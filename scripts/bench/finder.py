@@ -123,8 +123,8 @@ def study(task: str, seed: int, from_finder: bool, n_trials: int) -> dict[str, A
     """A study (search=lr, constant schedule, TPE seeded with ``seed``); val_acc per trial."""
     _setup()
     from tuner.config import validate
-    from tuner.progress import StudyProgress
-    from tuner.tune import tune
+    from tuner.study.loop import tune
+    from tuner.study.progress import StudyProgress
 
     with tempfile.TemporaryDirectory() as home:
         os.environ["TUNER_HOME"] = home

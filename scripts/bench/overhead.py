@@ -31,7 +31,7 @@ from tuner.cli import compose
 from tuner.optimizer.factory import build_optimizer
 from tuner.schedule.functions import build_scheduler
 from tuner.schedule.plot import lr_plan
-from tuner.session import sidecar_wanted
+from tuner.study.session import sidecar_wanted
 from tuner.tracking.tracker import Tracker, local_uri
 from tuner.training.trial import run_trial
 
@@ -74,7 +74,7 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
         parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml=""
     )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
-    # As a study's trial does (tuner.tune): the LR curve plot, drawn on the tracker's thread.
+    # As a study's trial does (tuner.study.loop): the LR curve plot, drawn on the tracker's thread.
     run.log_lr_curve(plan=lr_plan(cfg), title="bench")
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)

@@ -266,4 +266,4 @@ def worker_init() -> None:
 
     quiet_libraries()
     import tuner.config
-    import tuner.tune  # noqa: F401  (imported before any fork, like a reused launcher worker)
+    import tuner.study.loop  # noqa: F401  (imported before any fork, like a reused launcher worker)

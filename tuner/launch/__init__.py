@@ -18,7 +18,7 @@ __all__ = ["LAUNCHERS", "check", "check_launcher", "launch"]
 if TYPE_CHECKING:  # this package stays light: a launcher starts its workers before torch loads
     from tuner.launch.spawn import Workers
     from tuner.search.space import ParamSpec
-    from tuner.tune import StudyResult
+    from tuner.study.loop import StudyResult
 
 
 def launch(

@@ -17,10 +17,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from tuner.search.widen import history, widened_line
-from tuner.session import end_lost_run
 from tuner.storage.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
 from tuner.study.optuna_study import best_trials, count_finished
-from tuner.ties import raw_value
+from tuner.study.session import end_lost_run
+from tuner.study.ties import raw_value
 from tuner.tracking.tracker import Tracker
 
 

@@ -20,10 +20,10 @@ from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
 from tuner.search.space import ParamSpec
-from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 from tuner.storage.resilience import no_result
+from tuner.study.loop import StudyResult
 from tuner.study.optuna_study import count_finished
-from tuner.tune import StudyResult
+from tuner.study.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 
 
 def executor_parameters(cfg: DictConfig) -> dict[str, Any]:

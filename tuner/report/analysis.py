@@ -11,7 +11,7 @@ import optuna
 
 from tuner.report.gather import StudyData
 from tuner.search.widen import EDGE_SHARE
-from tuner.ties import raw_value
+from tuner.study.ties import raw_value
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
 from tuner.search.widen import history, short
 from tuner.secrets import mask_secrets
-from tuner.ties import plateau, raw_value
+from tuner.study.ties import plateau, raw_value
 
 
 @dataclass

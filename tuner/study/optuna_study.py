@@ -33,7 +33,7 @@ def _kwargs(node: DictConfig, *drop: str) -> dict[str, Any]:
 
 
 class AskTellGrid(optuna.samplers.GridSampler):
-    """Optuna's grid sampler for the ask-and-tell loop of :func:`tuner.tune.tune`.
+    """Optuna's grid sampler for the ask-and-tell loop of :func:`tuner.study.loop.tune`.
 
     Optuna's own calls ``Study.stop()`` once the grid is done, which raises outside
     ``Study.optimize``; the study loop asks :meth:`is_exhausted` before each trial instead.

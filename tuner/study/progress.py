@@ -24,7 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from tuner.study.optuna_study import best_trials
-from tuner.ties import raw_value
+from tuner.study.ties import raw_value
 
 #: State names in the order they are shown, with the colour of each in live mode.
 _STATES = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}

@@ -1,7 +1,7 @@
 """A trial's bookkeeping in the study: claiming its slot, sampling and opening its run, and
 telling Optuna and MLflow how it ended.
 
-Below the study loop (``tuner.tune``) and the population step (``tuner.population``), which
+Below the study loop (``tuner.study.loop``) and the population step (``tuner.study.population``), which
 both run trials through it.
 """
 
@@ -16,14 +16,14 @@ from optuna.exceptions import UpdateFinishedTrialError
 from tuner._testpoint import point
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped
-from tuner.progress import StudyProgress
 from tuner.schedule.plot import lr_plan
 from tuner.search.space import ParamSpec, apply, suggest
 from tuner.search.trial_check import check_trial
 from tuner.secrets import masked_yaml
 from tuner.storage.coordination import TrialLost, claim_slot, give_up_surplus
 from tuner.storage.resilience import StorageGuard
-from tuner.ties import told_value
+from tuner.study.progress import StudyProgress
+from tuner.study.ties import told_value
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.training.trial import Outcome
 
@@ -107,7 +107,7 @@ def record_outcome(
         run.end("FAIL", value=outcome.value, reason="not saved: the study storage did not answer")
         raise
     # A kill from here to the run's end leaves it RUNNING: the next run ends it as Optuna has
-    # it (tuner.session.mend_trial_runs).
+    # it (tuner.study.session.mend_trial_runs).
     point("after-tell")
     run.end(
         outcome.state,
@@ -127,7 +127,7 @@ def save(
 ) -> None:
     """Stores a trial's result; safe to repeat after a storage error.
 
-    ``told``: the value for Optuna and the attributes keeping the measured one (``tuner.ties``).
+    ``told``: the value for Optuna and the attributes keeping the measured one (``tuner.study.ties``).
     """
     stored = storage_of(study).get_trial(trial_storage_id(trial)).state
     if stored.is_finished():

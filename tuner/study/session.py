@@ -1,6 +1,6 @@
 """A study together with its MLflow parent run: opening, finishing, undoing.
 
-Shared by the study loop (``tuner.tune``) and the launchers (``tuner.launch``), which
+Shared by the study loop (``tuner.study.loop``) and the launchers (``tuner.launch``), which
 open the study and its parent run before any worker starts and finish them after.
 """
 
@@ -17,7 +17,6 @@ from omegaconf import DictConfig
 
 from tuner import stopping
 from tuner._testpoint import point
-from tuner.breakdown import log_choice_bests
 from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.compat import storage_of, study_id
 from tuner.preflight import check_first_batch, check_population, check_services
@@ -26,7 +25,8 @@ from tuner.secrets import mask_secrets, masked_yaml
 from tuner.storage.coordination import reap_dead_owners
 from tuner.storage.resilience import StorageGuard
 from tuner.study.optuna_study import best_trials, count_finished, open_study
-from tuner.ties import raw_value
+from tuner.study.tables import log_choice_bests
+from tuner.study.ties import raw_value
 from tuner.tracking.tracker import TRIAL_TAG, Tracker, TrialRun, tracking_uri
 
 
@@ -106,8 +106,8 @@ def open_tracked(cfg: DictConfig, specs: list[ParamSpec]) -> Tracked:
     check_population(cfg, model)
     population: tuple[int, Callable[..., Any] | None] = (1, None)
     if cfg.study.get("population", 1) != 1:
-        # K trials in one fit (study.population); that module imports tuner.tune.
-        from tuner.population import population_size, population_step
+        # K trials in one fit (study.population); that module imports tuner.study.loop.
+        from tuner.study.population import population_size, population_step
 
         population = (population_size(cfg, specs, datamodule), population_step)
     study = open_study(cfg, specs, name=name)

@@ -15,7 +15,7 @@ import optuna
 from rich.table import Table
 
 from tuner.search.space import ParamSpec
-from tuner.ties import raw_value
+from tuner.study.ties import raw_value
 
 if TYPE_CHECKING:
     from tuner.tracking.tracker import Tracker

@@ -15,24 +15,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.table import Table
 
 from tuner import stopping
-from tuner.arms import arm_names, comparison_table, run_arms
-from tuner.breakdown import choice_tables
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped, UserError
 from tuner.finder.narrow import narrow_from_finder
-from tuner.progress import StudyProgress
 from tuner.search.space import ParamSpec
 from tuner.search.widen import widen_step
 from tuner.secrets import mask_secrets
-from tuner.session import (
-    Tracked,
-    end_lost_run,
-    finish,
-    open_tracked,
-    storage_label,
-    undo_if_fruitless,
-    warn_unlogged,
-)
 from tuner.storage.coordination import (
     TrialLost,
     heartbeat,
@@ -42,11 +30,23 @@ from tuner.storage.coordination import (
     this_process,
 )
 from tuner.storage.resilience import StorageGuard, failure_summary, no_result
+from tuner.study.arms import arm_names, comparison_table, run_arms
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
+from tuner.study.progress import StudyProgress
+from tuner.study.session import (
+    Tracked,
+    end_lost_run,
+    finish,
+    open_tracked,
+    storage_label,
+    undo_if_fruitless,
+    warn_unlogged,
+)
+from tuner.study.tables import choice_tables
+from tuner.study.trials import fail_if_running, is_surplus, record_outcome, start_trial
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.training import ddp
 from tuner.training.trial import Outcome, run_trial
-from tuner.trials import fail_if_running, is_surplus, record_outcome, start_trial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 #: Seconds between looks at the study while the last trials run in other workers.

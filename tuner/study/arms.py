@@ -23,17 +23,17 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
-from tuner.breakdown import markdown, to_csv
 from tuner.build import plain
 from tuner.errors import UserError
 from tuner.optimizer.factory import LR_FREE, build_optimizer
 from tuner.search.families import option_values
 from tuner.search.space import ParamSpec, apply
 from tuner.study.optuna_study import best_trials, count_finished
-from tuner.ties import raw_value
+from tuner.study.tables import markdown, to_csv
+from tuner.study.ties import raw_value
 
 if TYPE_CHECKING:
-    from tuner.progress import StudyProgress
+    from tuner.study.progress import StudyProgress
     from tuner.tracking.tracker import Tracker, TrialRun
 
 ARMS_KEY = "study.lr_free_arms"

@@ -26,18 +26,18 @@ from omegaconf import DictConfig, OmegaConf
 from tuner.build import build_model, plain
 from tuner.devices import world_size
 from tuner.errors import UserError
-from tuner.progress import StudyProgress
 from tuner.schedule.functions import warmup_length
 from tuner.search.space import ParamSpec
 from tuner.storage.coordination import this_process
 from tuner.storage.resilience import StorageGuard
+from tuner.study.progress import StudyProgress
+from tuner.study.trials import is_surplus, record_outcome, start_trial
 from tuner.tracking.tracker import Tracker, TrialRun
 from tuner.training.control import MemberLink, PopulationControl
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.population_module import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
 from tuner.training.trial import Outcome, fit_in_chunks, make_trainer
-from tuner.trials import is_surplus, record_outcome, start_trial
 
 #: Config keys members of one population may differ in: prefixes, then single keys.
 MEMBER_PREFIXES = ("optimizer.", "schedule.")
