@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from tuner.build import build_datamodule
+from tuner.data.factory import build_datamodule
 from tuner.training.guards import DivergenceGuard
 from tuner.training.trial import run_trial
 

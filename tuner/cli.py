@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from tuner.compose import compose
-from tuner.conf_path import CONFIG_DIR_ENV
-from tuner.conf_path import config_dir as config_dir  # for existing imports (tests, scripts)
+from tuner.config.compose import compose
+from tuner.config.path import CONFIG_DIR_ENV
+from tuner.config.path import config_dir as config_dir  # for existing imports (tests, scripts)
 from tuner.errors import INTERRUPTED, StudyStopped, UserError, as_user_error
 from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
@@ -108,7 +108,7 @@ def check_config(cfg: DictConfig) -> list[ParamSpec]:
     Raises:
         UserError: naming the first bad key.
     """
-    from tuner.config import validate
+    from tuner.validate import validate
 
     specs = validate(cfg)
     if cfg.mode == "tune":

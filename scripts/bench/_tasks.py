@@ -46,7 +46,7 @@ def _grid_point(task: str, lr: float, seed: int) -> dict[str, Any]:
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
+    from tuner.data.factory import build_datamodule
     from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)

@@ -45,8 +45,8 @@ def train_point(overrides: list[str], values: dict[str, Any]) -> tuple[float, fl
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
     from tuner.cli import compose
+    from tuner.data.factory import build_datamodule
     from tuner.search.space import ParamSpec, apply
     from tuner.training.trial import run_trial
 

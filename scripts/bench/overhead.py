@@ -26,8 +26,10 @@ import torch
 from rawloop import accuracy
 from torch.nn import functional as F
 
-from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
+from tuner.models.factory import build_model
 from tuner.optimizer.factory import build_optimizer
 from tuner.schedule.functions import build_scheduler
 from tuner.schedule.plot import lr_plan

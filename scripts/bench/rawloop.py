@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.build import build_model, plain
+from tuner.config.nodes import plain
+from tuner.models.factory import build_model
 from tuner.optimizer.factory import build_optimizer
 from tuner.schedule.functions import build_scheduler
 

@@ -19,7 +19,7 @@ import pytorch_lightning as pl
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.finder.settings import FINDER_ATTR
 from tuner.search.space import ParamSpec
 from tuner.study.optuna_study import build_sampler

@@ -16,11 +16,13 @@ from lightning_fabric import Fabric
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
-from tuner.build import build_datamodule, build_model, model_note, plain
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
 from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
+from tuner.models.factory import build_model, model_note
 from tuner.optimizer.factory import build_optimizer
 from tuner.secrets import mask_value, masked_yaml
 from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, Tracker, TrialRun

@@ -20,7 +20,7 @@ from tuner.training.ddp import leave_group
 def rank_main(path: str, role: str = "trial") -> int:
     """A rank above 0: runs the ``role`` (trial or range test) of the config at ``path`` in step with rank 0."""
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
+    from tuner.data.factory import build_datamodule
     from tuner.training.trial import run_trial
 
     quiet_libraries()

@@ -15,7 +15,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tuner import stopping
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker

@@ -87,11 +87,11 @@ def work(payload: str, *, name: str, threads: int | None = None, error_file: Pat
 
 def _work(payload: str, *, name: str, threads: int | None, error_file: Path | None) -> int:
     from tuner._quiet import quiet_libraries
-    from tuner.config import validate
     from tuner.secrets import mask_stored
     from tuner.stopping import raise_interrupt
     from tuner.study.loop import tune
     from tuner.study.progress import StudyProgress
+    from tuner.validate import validate
 
     quiet_libraries()
     data = OmegaConf.create(payload)

@@ -49,7 +49,7 @@ def _fmt(value: Any) -> str:
 
 
 def _conf_dir() -> Path:
-    from tuner.conf_path import config_dir
+    from tuner.config.path import config_dir
 
     return config_dir()
 
@@ -272,12 +272,12 @@ def _reproduce(doc: Doc, data: StudyData, cfg: DictConfig) -> list[str] | None:
         trial_cfg = yaml.safe_load(text)
         source = "its recorded config (`trial_config.yaml` of its MLflow run)"
     else:
-        from tuner.config import validate
         from tuner.search.space import apply
+        from tuner.validate import validate
 
         trial_cfg = OmegaConf.to_container(apply(cfg, validate(cfg), best.params), resolve=True)
         source = "this command's config with the trial's sampled values"
-    from tuner.conf_path import user_config_dir
+    from tuner.config.path import user_config_dir
 
     args = reproduce_command(
         trial_cfg, conf=_conf_dir(), study_name=f"{data.name}-trial{best.number}", user_dir=user_config_dir()

@@ -14,7 +14,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.schedule.figure import plot_lr
 from tuner.schedule.functions import lr_curve, warmup_length
 

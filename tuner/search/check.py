@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError, as_user_error
 from tuner.optimizer.factory import validate_optimizer
 from tuner.schedule.functions import validate_schedule

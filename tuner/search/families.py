@@ -85,7 +85,7 @@ def option_values(section: str, family: str) -> dict[str, Any]:
 
 @cache
 def _option_file(section: str, family: str) -> dict[str, Any]:
-    from tuner.conf_path import config_dir
+    from tuner.config.path import config_dir
 
     path = config_dir() / section / f"{family}.yaml"
     if family not in SECTIONS[section].families or not path.is_file():

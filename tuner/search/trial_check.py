@@ -1,13 +1,13 @@
 """The check a trial's config passes once its sampled values are written in.
 
-Below the validation hub (``tuner.config``) and the study loop, which both ask it.
+Below the validation hub (``tuner.validate``) and the study loop, which both ask it.
 """
 
 from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import as_user_error
 from tuner.optimizer.factory import validate_optimizer
 from tuner.schedule.functions import validate_schedule

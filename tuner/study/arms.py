@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from rich.table import Table
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError
 from tuner.optimizer.factory import LR_FREE, build_optimizer
 from tuner.search.families import option_values

@@ -23,9 +23,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.build import build_model, plain
+from tuner.config.nodes import plain
 from tuner.devices import world_size
 from tuner.errors import UserError
+from tuner.models.factory import build_model
 from tuner.schedule.functions import warmup_length
 from tuner.search.space import ParamSpec
 from tuner.storage.coordination import this_process

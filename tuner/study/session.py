@@ -17,8 +17,10 @@ from omegaconf import DictConfig
 
 from tuner import stopping
 from tuner._testpoint import point
-from tuner.build import build_datamodule, build_model, model_note, plain
 from tuner.compat import storage_of, study_id
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
+from tuner.models.factory import build_model, model_note
 from tuner.preflight import check_first_batch, check_population, check_services
 from tuner.search.space import ParamSpec, apply
 from tuner.secrets import mask_secrets, masked_yaml

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError
 from tuner.schedule.functions import warmup_length
 

@@ -12,9 +12,10 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from tuner.build import build_model, plain
+from tuner.config.nodes import plain
 from tuner.devices import trial_devices, world_size
 from tuner.errors import UserError
+from tuner.models.factory import build_model
 from tuner.schedule.functions import warmup_length
 from tuner.secrets import mask_secrets
 from tuner.stopping import StopOnRequest

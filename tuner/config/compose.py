@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.conf_path import config_dir, user_config_dir
+from tuner.config.path import config_dir, user_config_dir
 from tuner.errors import UserError
 
 
@@ -61,7 +61,7 @@ def compose(overrides: list[str], *, config_name: str = "config") -> DictConfig:
     with _open(cfg):
         del cfg["hydra"]
         if not cfg.study.name:
-            from tuner.config import config_hash
+            from tuner.validate import config_hash
 
             digest = config_hash(cfg, "data", "model", "optimizer", "schedule", "search", "trainer", "seed")
             cfg.study.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}-{digest}"

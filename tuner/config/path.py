@@ -19,7 +19,7 @@ def config_dir() -> Path:
     shipped = resources.files("tuner") / "conf"
     if shipped.is_dir():
         return Path(str(shipped))
-    return Path(__file__).resolve().parent.parent / "conf"
+    return Path(__file__).resolve().parents[2] / "conf"
 
 
 def user_config_dir() -> Path | None:
