@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-
 from omegaconf import DictConfig, OmegaConf
 
 from tuner.devices import check_trainer
@@ -112,11 +109,3 @@ def validate(cfg: DictConfig) -> list[ParamSpec]:
     check_widen(cfg)
     check_tie_break(cfg)
     return specs
-
-
-def config_hash(cfg: DictConfig, *keys: str) -> str:
-    """A short hash of some top-level sections of the config."""
-    full = OmegaConf.to_container(cfg, resolve=True)
-    assert isinstance(full, dict)
-    part = {k: full[k] for k in keys if k in full}
-    return hashlib.sha1(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:6]

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from tuner.config.nodes import config_hash
 from tuner.config.path import config_dir, user_config_dir
 from tuner.errors import UserError
 
@@ -61,8 +62,6 @@ def compose(overrides: list[str], *, config_name: str = "config") -> DictConfig:
     with _open(cfg):
         del cfg["hydra"]
         if not cfg.study.name:
-            from tuner.validate import config_hash
-
             digest = config_hash(cfg, "data", "model", "optimizer", "schedule", "search", "trainer", "seed")
             cfg.study.name = f"{choices.get('model', 'model')}-{choices.get('data', 'data')}-{digest}"
     try:

@@ -1,9 +1,11 @@
 """Config-node helpers every layer may use: a section as a plain dict, the class a ``_target_``
-names (imported, with a one-line error when it cannot be)."""
+names (imported, with a one-line error when it cannot be), a short hash of some sections."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -33,3 +35,11 @@ def plain(node: DictConfig) -> dict[str, Any]:
     value = OmegaConf.to_container(node, resolve=True)
     assert isinstance(value, dict)
     return {str(k): v for k, v in value.items()}
+
+
+def config_hash(cfg: DictConfig, *keys: str) -> str:
+    """A short hash of some top-level sections of the config."""
+    full = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(full, dict)
+    part = {k: full[k] for k in keys if k in full}
+    return hashlib.sha1(json.dumps(part, sort_keys=True, default=str).encode()).hexdigest()[:6]
