@@ -117,7 +117,7 @@ def running_anywhere(root: Path, name: str) -> list[str]:
     import optuna
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
-    from tuner.tracking import local_uri
+    from tuner.tracking.tracker import local_uri
 
     left = []
     storage = JournalStorage(JournalFileBackend(str(root / "optuna.journal")))

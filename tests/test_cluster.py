@@ -16,9 +16,9 @@ import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import TINY
-from tuner.coordination import retried_numbers
-from tuner.study import count_finished
-from tuner.tracking import local_uri
+from tuner.storage.coordination import retried_numbers
+from tuner.study.optuna_study import count_finished
+from tuner.tracking.tracker import local_uri
 
 pytestmark = pytest.mark.slow
 CLUSTER = [

@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 from hydra.utils import instantiate
 
-from tuner.build import build_datamodule, build_model
 from tuner.cli import config_dir
-from tuner.config import validate
-from tuner.study import build_pruner, build_sampler, build_storage
+from tuner.data.factory import build_datamodule
+from tuner.models.factory import build_model
+from tuner.storage.storages import build_storage
+from tuner.study.optuna_study import build_pruner, build_sampler
+from tuner.validate import validate
 
 GROUPS = sorted(p.name for p in Path(config_dir()).iterdir() if p.is_dir() and not p.name.startswith("_"))
 

@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from optuna.trial import TrialState
 
-from tuner.coordination import SURPLUS_ATTR, claim_slot, give_up_surplus, requeue, retried_numbers
-from tuner.study import count_finished, count_started
+from tuner.storage.coordination import SURPLUS_ATTR, claim_slot, give_up_surplus, requeue, retried_numbers
+from tuner.study.optuna_study import count_finished, count_started
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 

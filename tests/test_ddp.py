@@ -10,7 +10,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 from optuna.trial import TrialState
 
-from tuner.study import count_finished
+from tuner.study.optuna_study import count_finished
 
 pytestmark = pytest.mark.slow
 
@@ -124,9 +124,9 @@ def test_a_rank_that_cannot_start_stops_the_study_at_once_with_one_message(tmp_p
 
 def test_devices_auto_is_one_device_a_trial_and_ddp_needs_a_count():
     from tuner.cli import compose
-    from tuner.ddp import check
     from tuner.devices import trial_devices
     from tuner.errors import UserError
+    from tuner.training.ddp import check
 
     # Lightning's auto would take every GPU for one trial and re-run the command per GPU.
     assert trial_devices(compose([])) == 1

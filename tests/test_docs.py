@@ -153,3 +153,13 @@ def test_architecture_maps_every_config_group() -> None:
     groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and not p.name.startswith("_"))
     missing = [g for g in groups if f"`{g}`" not in text]
     assert not missing, f"conf/ groups missing from docs/architecture.md: {missing}"
+
+
+def test_architecture_names_only_paths_that_exist_and_every_folder() -> None:
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    named = set(re.findall(r"\btuner/[\w/]*\w(?:\.py)?", text))
+    gone = sorted(p for p in named if not (ROOT / p).exists())
+    assert not gone, f"docs/architecture.md names what is not in the package: {gone}"
+    folders = sorted(p.name for p in (ROOT / "tuner").iterdir() if (p / "__init__.py").is_file())
+    missing = [f for f in folders if f"`{f}/`" not in text]
+    assert not missing, f"folders of tuner/ without a paragraph in docs/architecture.md: {missing}"

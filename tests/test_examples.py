@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, run_subprocess
-from tuner.tracking import EXPERIMENT_KIND, MLFLOW_UI, MODEL_TRAINING, local_uri, runs_page
+from tuner.tracking.tracker import EXPERIMENT_KIND, MLFLOW_UI, MODEL_TRAINING, local_uri, runs_page
 
 PROJECT = REPO / "examples" / "modadd"
 

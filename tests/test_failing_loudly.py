@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tests.conftest import REPO, TINY, run_subprocess, running_anywhere
 from tests.test_faults import SCRIPTED, assert_same_in_mlflow, load_study
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 
 def test_a_study_whose_every_trial_failed_exits_3_with_the_first_reason(tmp_path, script):

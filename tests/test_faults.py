@@ -14,7 +14,7 @@ import pytest
 from optuna.storages.journal import JournalFileBackend, JournalStorage
 
 from tests.conftest import TINY, logged_points
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 SCRIPTED = ["model._target_=tests.scripted_model.Scripted", "pruner=none"]
 _STATUS = {"COMPLETE": "FINISHED", "PRUNED": "FINISHED", "FAIL": "FAILED"}

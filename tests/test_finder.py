@@ -18,7 +18,7 @@ from tuner.finder.narrow import FINDER_ATTR, narrow_bounds
 from tuner.finder.rangetest import cycle, ema, ramp, range_test
 from tuner.finder.rules import min_over_10, read_curve, spread, steepest, trimmed_log_mean, valley
 from tuner.models import MLP
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 FIND = ["mode=find", "data.num_samples=600", "finder.num_steps=60", "finder.seeds=[0,1]"]
 

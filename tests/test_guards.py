@@ -6,11 +6,11 @@ import math
 
 import pytest
 
-from tuner.build import build_datamodule
-from tuner.config import validate
+from tuner.data.factory import build_datamodule
 from tuner.errors import UserError
-from tuner.objective import run_trial
 from tuner.training.guards import MIN_JUDGED_STEPS, DivergenceGuard, not_learning_step
+from tuner.training.trial import run_trial
+from tuner.validate import validate
 
 SHORT = [
     "trainer.max_steps=60",

@@ -1,5 +1,6 @@
 """The package's imports run one way: no module imports, even inside a function, a module
-that imports it back (directly or through others)."""
+that imports it back (directly or through others), and no layer imports one above it (leaves and
+services import neither the training, the study loop nor the command line)."""
 
 from __future__ import annotations
 
@@ -74,3 +75,42 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 def test_no_import_cycle_in_the_package():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
+
+
+#: Where each kind of code may not reach: imports run one way, command line -> study loop ->
+#: one trial's training -> leaves, with tracking and storage as services that call nothing above
+#: them (docs/architecture.md). A part is a folder of tuner/ or a top-level module.
+_ABOVE_TRAINING = {"cli", "validate", "study", "search", "finder", "launch", "report"}
+_SERVICES = {"tracking", "storage"}
+_LEAVES = {"config", "schedule", "optimizer", "models", "data"}
+MAY_NOT_IMPORT: dict[str, set[str]] = {
+    **{leaf: _ABOVE_TRAINING | _SERVICES | {"training", "preflight"} for leaf in _LEAVES},
+    **{service: _ABOVE_TRAINING | {"training"} for service in _SERVICES},
+    "training": _ABOVE_TRAINING,
+}
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else ""
+
+
+def test_imports_run_one_way_between_the_layers():
+    wrong = sorted(
+        f"{name} imports {target}"
+        for name, targets in import_graph().items()
+        for target in targets
+        if _part(target) in MAY_NOT_IMPORT.get(_part(name), set())
+    )
+    assert not wrong, "imports against the layers: " + "; ".join(wrong)
+
+
+def test_only_the_entry_point_imports_the_command_line():
+    importers = sorted(n for n, targets in import_graph().items() if "tuner.cli" in targets)
+    assert importers == ["tuner.__main__"], importers
+
+
+def test_the_layer_rules_name_parts_that_exist():
+    parts = {_part(name) for name in import_graph()} - {""}
+    named = set(MAY_NOT_IMPORT) | {p for ps in MAY_NOT_IMPORT.values() for p in ps}
+    assert named <= parts, f"no such folder or module in tuner/: {sorted(named - parts)}"

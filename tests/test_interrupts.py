@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import TINY, logged_points, run_subprocess, running_anywhere
 from tests.test_faults import load_study, trial_runs
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 #: The sidecar on, so that writes are held by it (it starts with the second trial).
 ARGS = (*TINY, "tracking.sidecar=true", "report.enabled=false", "pruner=none")
@@ -121,8 +121,8 @@ def test_starting_over_keeps_the_old_studys_runs_apart_and_out_of_the_report(tmp
 
 def test_a_trial_run_left_running_gets_optunas_result_and_reported_values(tmp_path):
     """What a rerun does when the spool lacked a run's end and its validation metrics."""
-    from tuner.session import mend_trial_runs
-    from tuner.tracking import Tracker
+    from tuner.study.session import mend_trial_runs
+    from tuner.tracking.tracker import Tracker
 
     study = optuna.create_study(direction="maximize")
     trial = study.ask()

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import logged_points
 from tuner.errors import UserError
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 SMALL = [
     "data=digits",
@@ -92,7 +92,7 @@ def test_arms_train_once_on_the_same_budget_and_end_in_a_comparison(tmp_path: Pa
     ],
 )
 def test_bad_arms_are_refused_up_front(compose_cfg, arms, fix):
-    from tuner.config import validate
+    from tuner.validate import validate
 
     with pytest.raises(UserError) as info:
         validate(compose_cfg(f"study.lr_free_arms={arms}"))

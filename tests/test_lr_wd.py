@@ -5,7 +5,7 @@ from __future__ import annotations
 from PIL import Image
 
 from tests.conftest import TINY
-from tuner.config import validate
+from tuner.validate import validate
 
 
 def test_the_preset_searches_both_on_log_scales_up_to_a_decay_of_one(compose_cfg):

@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import REPO, TINY, missing_service
 from tests.services import free_port, start, stop, wait_http
-from tuner.tracking import EXPERIMENT_KIND, MODEL_TRAINING, runs_page
+from tuner.tracking.tracker import EXPERIMENT_KIND, MODEL_TRAINING, runs_page
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -9,7 +9,7 @@ import optuna
 from mlflow.tracking import MlflowClient
 
 from tuner.launch.monitor import settle_trial_runs
-from tuner.tracking import Tracker, local_uri
+from tuner.tracking.tracker import Tracker, local_uri
 
 
 def _study_with_one_trial(tracker: Tracker, parent: str) -> tuple[optuna.Study, str]:

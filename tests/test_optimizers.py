@@ -1,4 +1,4 @@
-"""Tests of tuner.optimizers: every config trains, decay split, schedule-free modes, errors."""
+"""Tests of tuner.optimizer.factory: every config trains, decay split, schedule-free modes, errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
-from tuner.optimizers import (
+from tuner.optimizer.factory import (
     LR_FREE,
     OPTIMIZERS,
     OptimizerError,

@@ -13,9 +13,9 @@ import mlflow
 import optuna
 import pytest
 
-from tuner.optimizers import OPTIMIZERS
-from tuner.schedules import SCHEDULES, lr_multiplier
-from tuner.tracking import local_uri
+from tuner.optimizer.factory import OPTIMIZERS
+from tuner.schedule.functions import SCHEDULES, lr_multiplier
+from tuner.tracking.tracker import local_uri
 
 STEPS = 40
 #: A real task, small enough that a study of one trial takes about a second.

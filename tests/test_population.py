@@ -19,10 +19,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from tests.conftest import TINY, logged_points
-from tuner.build import build_datamodule
-from tuner.objective import run_trial
-from tuner.population import run_population
-from tuner.tracking import Tracker, TrialRun, local_uri
+from tuner.data.factory import build_datamodule
+from tuner.study.population import run_population
+from tuner.tracking.tracker import Tracker, TrialRun, local_uri
+from tuner.training.trial import run_trial
 
 SMALL = [
     "model=mlp",

@@ -10,15 +10,17 @@ import pytest
 import torch
 
 from tests.conftest import TINY
-from tuner.build import build_datamodule, build_model, plain
-from tuner.config import validate
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
 from tuner.errors import UserError
-from tuner.objective import make_probe, run_trial
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
+from tuner.models.factory import build_model
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
 from tuner.training.module import evaluate
 from tuner.training.plateau import PlateauRule
 from tuner.training.probe import PROBES_ATTR, CooldownProbe, ProbeSettings
+from tuner.training.trial import make_probe, run_trial
+from tuner.validate import validate
 
 SHORT = [
     "trainer.max_steps=80",

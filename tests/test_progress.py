@@ -11,9 +11,9 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import TINY
-from tuner.config import validate
-from tuner.progress import StudyProgress, _fmt
-from tuner.tune import tune
+from tuner.study.loop import tune
+from tuner.study.progress import StudyProgress, _fmt
+from tuner.validate import validate
 
 SIX = [*TINY, "study.n_trials=6", "report.enabled=false"]
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from tests.conftest import TINY
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 PLOTS = (
     "optimization_history",

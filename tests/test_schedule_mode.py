@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tuner.schedules import lr_multiplier
+from tuner.schedule.functions import lr_multiplier
 
 
 def _written(out: str) -> tuple[Path, list[dict[str, str]]]:

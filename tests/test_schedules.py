@@ -1,4 +1,4 @@
-"""Tests of tuner.schedules: closed forms, invariants, the torch wrapper, errors, configs."""
+"""Tests of tuner.schedule.functions: closed forms, invariants, the torch wrapper, errors, configs."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from tuner.schedules import (
+from tuner.schedule.functions import (
     FAMILY_DEFAULTS,
     SCHEDULES,
     PlateauScheduler,

@@ -10,9 +10,9 @@ import pytest
 
 from tests.conftest import TINY
 from tuner.cli import compose
-from tuner.config import validate
 from tuner.errors import UserError
-from tuner.screen import PROMOTED_ATTR, SCREEN_ATTR, SCREEN_VALUE_ATTR, screen_steps, stratified
+from tuner.study.screen import PROMOTED_ATTR, SCREEN_ATTR, SCREEN_VALUE_ATTR, screen_steps, stratified
+from tuner.validate import validate
 
 PRUNED = optuna.trial.TrialState.PRUNED
 COMPLETE = optuna.trial.TrialState.COMPLETE

@@ -9,10 +9,10 @@ import optuna
 import pytest
 
 from tuner.cli import config_dir
-from tuner.config import check_trial, validate
 from tuner.errors import UserError
-from tuner.space import ParamSpec, apply, suggest
-from tuner.tracking import local_uri
+from tuner.search.space import ParamSpec, apply, suggest
+from tuner.tracking.tracker import local_uri
+from tuner.validate import check_trial, validate
 
 PRESETS = sorted(
     p.stem for p in (Path(config_dir()) / "search").glob("*.yaml") if not p.stem.startswith("_")

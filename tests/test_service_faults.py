@@ -22,7 +22,7 @@ from tests.conftest import REPO, TINY, missing_service
 from tests.mlflow_server import MlflowServer
 from tests.postgres_server import PostgresServer, postgres_bin
 from tests.test_faults import SCRIPTED, assert_same_in_mlflow, load_study
-from tuner.tracking import local_uri
+from tuner.tracking.tracker import local_uri
 
 pytestmark = pytest.mark.slow
 PG_PASSWORD = "pg-Secret-7f3a9c"

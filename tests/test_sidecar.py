@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tuner.sidecar import ChildGone, Refused, Sidecar
+from tuner.tracking.sidecar import ChildGone, Refused, Sidecar
 
 CURVE = {"title": "t", "planned": [0.1, 0.05, 0.0], "steps": [0, 1, 2], "lrs": [0.1, 0.05, 0.0], "warmup": 1}
 
@@ -108,7 +108,7 @@ def test_until_started_the_work_is_done_here(tmp_path):
 
 
 def test_the_tracker_starts_its_sidecar_with_the_second_run(tmp_path):
-    from tuner.tracking import Tracker, local_uri
+    from tuner.tracking.tracker import Tracker, local_uri
 
     tracker = Tracker(local_uri(tmp_path), experiment="e", artifact_root=tmp_path)
     try:
@@ -126,7 +126,7 @@ def test_the_tracker_starts_its_sidecar_with_the_second_run(tmp_path):
 
 def test_the_sidecar_is_wanted_only_with_a_free_core(compose_cfg, monkeypatch):
     from tuner.launch import plan
-    from tuner.session import sidecar_wanted
+    from tuner.study.session import sidecar_wanted
 
     monkeypatch.setattr(plan, "cpu_cores", lambda: 2)
     assert sidecar_wanted(compose_cfg("trainer.num_threads=1"))

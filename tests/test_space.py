@@ -6,7 +6,7 @@ import optuna
 import pytest
 
 from tuner.errors import UserError
-from tuner.space import apply, grid, parse_space, suggest
+from tuner.search.space import apply, grid, parse_space, suggest
 
 SPACE = {
     "lr": {"path": "optimizer.lr", "type": "float", "low": 1e-4, "high": 1.0},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from tuner.spool_files import Op, describe, load_spool, orphaned_spools, spool_file
+from tuner.tracking.spool_format import Op, describe, load_spool, orphaned_spools, spool_file
 
 
 def test_unacked_writes_come_back_in_order_with_the_ids_of_created_runs(tmp_path):

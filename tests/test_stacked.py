@@ -10,9 +10,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.optimizers import build_optimizer
+from tuner.optimizer.factory import build_optimizer
 from tuner.training.fused import FusedStep, fusable
-from tuner.training.population import PopulationModule
+from tuner.training.population_module import PopulationModule
 from tuner.training.stacked import StackedNets, vectorise_problem
 
 torch.set_num_threads(1)

@@ -10,8 +10,8 @@ import optuna
 import pytest
 
 from tests.conftest import TINY, logged_points
-from tuner.study import count_finished
-from tuner.tracking import local_uri
+from tuner.study.optuna_study import count_finished
+from tuner.tracking.tracker import local_uri
 
 
 def _runs(tmp_path: Path, study: str):

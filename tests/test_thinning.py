@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tuner.thinning import StepThinner
+from tuner.tracking.thinning import StepThinner
 
 
 def test_points_fall_on_multiples_with_the_lr_sampled_and_the_loss_averaged():

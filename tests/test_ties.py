@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from tests.conftest import TINY
-from tuner.ties import RAW_ATTR, TIE_SCALE, plateau, raw_value, told_value
-from tuner.tracking import local_uri
+from tuner.study.ties import RAW_ATTR, TIE_SCALE, plateau, raw_value, told_value
+from tuner.tracking.tracker import local_uri
 
 
 def _cfg(direction="maximize", metric="val_acc", tie_break="val_loss"):

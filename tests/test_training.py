@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from tuner.build import build_datamodule
-from tuner.objective import run_trial
+from tuner.data.factory import build_datamodule
 from tuner.training.guards import DivergenceGuard
+from tuner.training.trial import run_trial
 
 SHORT = [
     "trainer.max_steps=40",
@@ -82,7 +82,7 @@ def test_direct_step_trains_as_lightnings_own_path(compose_cfg, monkeypatch):
 
 
 def test_steps_per_call_divides_the_validation_interval(compose_cfg):
-    from tuner.objective import steps_per_call
+    from tuner.training.trial import steps_per_call
 
     assert steps_per_call(compose_cfg("trainer.val_check_interval=250")) == 10
     assert steps_per_call(compose_cfg("trainer.val_check_interval=250", "trainer.steps_per_call=8")) == 5

@@ -20,9 +20,9 @@ from optuna.trial import TrialState
 
 from tests.conftest import TINY
 from tests.mlflow_server import free_port
-from tuner.coordination import retried_numbers
-from tuner.study import count_finished
-from tuner.tracking import local_uri
+from tuner.storage.coordination import retried_numbers
+from tuner.study.optuna_study import count_finished
+from tuner.tracking.tracker import local_uri
 
 pytestmark = pytest.mark.slow
 #: Trials long enough (a few seconds) to be caught in the middle.
@@ -120,7 +120,7 @@ def test_a_sigkilled_worker_trial_is_failed_requeued_and_its_run_killed(tmp_path
     by_id = {r.info.run_id: r for r in trials}
     assert by_id[victim.user_attrs["mlflow_run_id"]].info.status == "KILLED"
     # Either the heartbeat's grace ran out or a worker on this host saw the process gone
-    # first (tuner.coordination.reap_dead_owners): which comes first is timing.
+    # first (tuner.storage.coordination.reap_dead_owners): which comes first is timing.
     reason = by_id[victim.user_attrs["mlflow_run_id"]].data.tags["tuner.reason"]
     assert "no heartbeat" in reason or "worker lost: its process ended" in reason
     assert not [r for r in trials if r.info.status == "RUNNING"]

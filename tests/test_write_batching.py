@@ -6,8 +6,8 @@ import time
 
 from mlflow.tracking import MlflowClient
 
-from tuner.spool import SpoolWriter
-from tuner.spool_files import Op, batch_group, merge_batches
+from tuner.tracking.spool import SpoolWriter
+from tuner.tracking.spool_format import Op, batch_group, merge_batches
 
 
 def _batch(ref: str, **data: list[list[object]]) -> Op:

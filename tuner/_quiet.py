@@ -32,7 +32,7 @@ def quiet_libraries() -> None:
     # Lightning says this on every trial on any machine with SLURM installed; workers
     # that SLURM launches are configured by the launcher, not by Lightning's detection.
     warnings.filterwarnings("ignore", message=".*`srun` command is available.*")
-    # tuner runs Optuna's heartbeat with ask/tell on purpose (see tuner.coordination).
+    # tuner runs Optuna's heartbeat with ask/tell on purpose (see tuner.storage.coordination).
     warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed to be used.*")
     warnings.filterwarnings("ignore", message=".*is experimental.*")
 

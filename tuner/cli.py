@@ -17,15 +17,15 @@ from typing import TYPE_CHECKING
 
 from omegaconf import DictConfig
 
-from tuner.compose import compose
-from tuner.conf_path import CONFIG_DIR_ENV
-from tuner.conf_path import config_dir as config_dir  # for existing imports (tests, scripts)
+from tuner.config.compose import compose
+from tuner.config.path import CONFIG_DIR_ENV
+from tuner.config.path import config_dir as config_dir  # for existing imports (tests, scripts)
 from tuner.errors import INTERRUPTED, StudyStopped, UserError, as_user_error
 from tuner.secrets import mask_secrets, masked_output, masked_yaml
 
 if TYPE_CHECKING:
     from tuner.launch.spawn import Workers
-    from tuner.space import ParamSpec
+    from tuner.search.space import ParamSpec
 
 FLAGS = ("--debug", "--quiet", "--cfg", "--help")
 _CFG_PARTS = ("job", "hydra", "all")
@@ -108,7 +108,7 @@ def check_config(cfg: DictConfig) -> list[ParamSpec]:
     Raises:
         UserError: naming the first bad key.
     """
-    from tuner.config import validate
+    from tuner.validate import validate
 
     specs = validate(cfg)
     if cfg.mode == "tune":
@@ -116,7 +116,7 @@ def check_config(cfg: DictConfig) -> list[ParamSpec]:
 
         check(cfg)
     elif cfg.mode == "find":
-        from tuner import ddp
+        from tuner.training import ddp
 
         ddp.check(cfg)
     return specs
@@ -126,8 +126,8 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     specs = check_config(cfg)
     if cfg.mode == "tune":
         from tuner.launch import launch
-        from tuner.progress import StudyProgress, best_table, print_table
-        from tuner.tune import study_tables, tune
+        from tuner.study.loop import study_tables, tune
+        from tuner.study.progress import StudyProgress, best_table, print_table
 
         if cfg.launcher.name == "none":
             with StudyProgress(quiet=quiet) as progress:
@@ -152,13 +152,13 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     if cfg.mode == "report":
         return _report(cfg)
     if cfg.mode == "schedule":
-        from tuner.lr_plots import draw_schedule, print_schedule
+        from tuner.schedule.plot import draw_schedule, print_schedule
 
         print_schedule(cfg, *draw_schedule(cfg))
         return 0
     if cfg.mode == "find":
-        from tuner import ddp
         from tuner.finder.run import find
+        from tuner.training import ddp
 
         with ddp.ranks(cfg, role="find"):
             find(cfg)
@@ -168,7 +168,7 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
 
 def _print_ui(tracking_uri: str, experiment_id: str) -> None:
     """How to open the study's runs table in the MLflow UI."""
-    from tuner.tracking import MLFLOW_UI, runs_page
+    from tuner.tracking.tracker import MLFLOW_UI, runs_page
 
     print("Compare the trials in the MLflow UI:")
     uri = mask_secrets(tracking_uri)
@@ -185,7 +185,7 @@ def _report(cfg: DictConfig) -> int:
     from mlflow.tracking import MlflowClient
 
     from tuner.report.build import load_for_report, write_report
-    from tuner.tracking import tracking_uri
+    from tuner.tracking.tracker import tracking_uri
 
     study = load_for_report(cfg)
     report = write_report(cfg, study, client=MlflowClient(tracking_uri=tracking_uri(cfg)))

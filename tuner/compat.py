@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 from optuna.storages import BaseStorage
 
 # Optuna exports fail_stale_trials but not the heartbeat machinery: the journal storage with
-# heartbeats (tuner.coordination) subclasses BaseHeartbeat and records its beats on the
+# heartbeats (tuner.storage.coordination) subclasses BaseHeartbeat and records its beats on the
 # thread that get_heartbeat_thread starts.
 from optuna.storages._heartbeat import BaseHeartbeat, BaseHeartbeatThread, get_heartbeat_thread
 from optuna.storages._heartbeat import is_heartbeat_enabled as heartbeat_enabled

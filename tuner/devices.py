@@ -1,6 +1,6 @@
 """How many devices one trial trains on, read from ``trainer.devices`` without torch.
 
-Launchers plan their workers from this before torch is imported; ``tuner.ddp`` starts
+Launchers plan their workers from this before torch is imported; ``tuner.training.ddp`` starts
 the ranks of a multi-device trial from it.
 """
 

@@ -10,7 +10,7 @@ at each call site (one forgotten print leaks), every way out of the process goes
 * logging: every record's message and traceback (:func:`mask_logging`);
 * Optuna: a storage's user and system attributes (:func:`masked_storage`), where a
   trial's failure reason lives;
-* MLflow: the tracker masks tags, params and text artifacts (``tuner.tracking``).
+* MLflow: the tracker masks tags, params and text artifacts (``tuner.tracking.tracker``).
 """
 
 from __future__ import annotations

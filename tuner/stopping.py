@@ -7,7 +7,7 @@ asks it to stop at the next safe point: a trial in training stops at the next st
 ends as interrupted (failed, re-queued, its MLflow run KILLED), the study stops, its
 pending MLflow writes are sent. A second Ctrl-C ends the process at once, with exit code
 130 and no traceback: every MLflow write is already in the spool file
-(:mod:`tuner.spool`), which the next run sends, and that run ends the trial left running.
+(:mod:`tuner.tracking.spool`), which the next run sends, and that run ends the trial left running.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def stop_now(signum: int, frame: FrameType | None) -> None:
     """A second Ctrl-C: ends the process here, whatever it was doing, without a traceback.
 
     Nothing is unwound: every tracking write is in the spool file already, and the trial
-    this process held is ended by the next run (:func:`tuner.coordination.reap_dead_owners`).
+    this process held is ended by the next run (:func:`tuner.storage.coordination.reap_dead_owners`).
     """
     print(f"\n{INTERRUPTED} (stopped at once; the next run sends what MLflow lacks)", file=sys.stderr)
     flush_streams()

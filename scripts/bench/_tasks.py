@@ -46,8 +46,8 @@ def _grid_point(task: str, lr: float, seed: int) -> dict[str, Any]:
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
-    from tuner.objective import run_trial
+    from tuner.data.factory import build_datamodule
+    from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)
     quiet_libraries()

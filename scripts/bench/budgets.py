@@ -51,9 +51,9 @@ def _run(task: str, lr: float, seed: int, length: int, every: int, probed: bool)
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
     from tuner.cli import compose
-    from tuner.objective import run_trial
+    from tuner.data.factory import build_datamodule
+    from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)
     quiet_libraries()

@@ -49,7 +49,7 @@ def _setup() -> None:
 def ours(task: str, repeat: int) -> dict[str, Any]:
     """The combined suggestion of mode=find with its default finder settings."""
     _setup()
-    from tuner.build import build_datamodule
+    from tuner.data.factory import build_datamodule
     from tuner.finder.run import make_fabric, measure
 
     seeds = [3 * repeat, 3 * repeat + 1, 3 * repeat + 2]
@@ -78,8 +78,10 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
     from pytorch_lightning.tuner import Tuner
     from torch.nn import functional as F
 
-    from tuner.build import build_datamodule, build_model, plain
-    from tuner.optimizers import build_optimizer
+    from tuner.config.nodes import plain
+    from tuner.data.factory import build_datamodule
+    from tuner.models.factory import build_model
+    from tuner.optimizer.factory import build_optimizer
 
     class Classifier(pl.LightningModule):
         def __init__(self, net: Any, spec: dict[str, Any]) -> None:
@@ -122,9 +124,9 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
 def study(task: str, seed: int, from_finder: bool, n_trials: int) -> dict[str, Any]:
     """A study (search=lr, constant schedule, TPE seeded with ``seed``); val_acc per trial."""
     _setup()
-    from tuner.config import validate
-    from tuner.progress import StudyProgress
-    from tuner.tune import tune
+    from tuner.study.loop import tune
+    from tuner.study.progress import StudyProgress
+    from tuner.validate import validate
 
     with tempfile.TemporaryDirectory() as home:
         os.environ["TUNER_HOME"] = home

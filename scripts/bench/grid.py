@@ -40,15 +40,15 @@ def train_point(overrides: list[str], values: dict[str, Any]) -> tuple[float, fl
     """One full trial without pruning: (final val_acc, test_acc, state); diverged scores 0.
 
     ``values`` (config path -> value) are written as the search writes sampled values
-    (``tuner.space.apply``): a drawn optimizer or schedule family gets its own keys.
+    (``tuner.search.space.apply``): a drawn optimizer or schedule family gets its own keys.
     """
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
     from tuner.cli import compose
-    from tuner.objective import run_trial
-    from tuner.space import ParamSpec, apply
+    from tuner.data.factory import build_datamodule
+    from tuner.search.space import ParamSpec, apply
+    from tuner.training.trial import run_trial
 
     quiet_libraries()
     torch.set_num_threads(1)
@@ -120,7 +120,7 @@ def compute(
         "task": name,
         "how": (
             f"grid {shape} x seeds {list(seeds)}, each a full trial without pruning through "
-            f"tuner.objective.run_trial (diverged or failed = 0); overrides {list(overrides)}; best point "
+            f"tuner.training.trial.run_trial (diverged or failed = 0); overrides {list(overrides)}; best point "
             "chosen on the seeds' mean validation accuracy, reported on the test split"
         ),
         "overrides": list(overrides),

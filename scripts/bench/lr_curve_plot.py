@@ -25,11 +25,11 @@ import optuna
 import torch
 
 from tuner._quiet import quiet_libraries
-from tuner.build import build_datamodule
 from tuner.cli import compose
-from tuner.lr_plots import lr_plan
-from tuner.objective import run_trial
-from tuner.tracking import Tracker, local_uri
+from tuner.data.factory import build_datamodule
+from tuner.schedule.plot import lr_plan
+from tuner.tracking.tracker import Tracker, local_uri
+from tuner.training.trial import run_trial
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -26,14 +26,16 @@ import torch
 from rawloop import accuracy
 from torch.nn import functional as F
 
-from tuner.build import build_datamodule, build_model, plain
 from tuner.cli import compose
-from tuner.lr_plots import lr_plan
-from tuner.objective import run_trial
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
-from tuner.session import sidecar_wanted
-from tuner.tracking import Tracker, local_uri
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
+from tuner.models.factory import build_model
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
+from tuner.schedule.plot import lr_plan
+from tuner.study.session import sidecar_wanted
+from tuner.tracking.tracker import Tracker, local_uri
+from tuner.training.trial import run_trial
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -74,7 +76,7 @@ def framework_trial(cfg, datamodule, study, tracker, parent) -> float:
         parent, study_name="bench", number=trial.number, params={"lr": 1e-3}, config_yaml=""
     )
     outcome = run_trial(cfg, datamodule, trial=trial, run=run)
-    # As a study's trial does (tuner.tune): the LR curve plot, drawn on the tracker's thread.
+    # As a study's trial does (tuner.study.loop): the LR curve plot, drawn on the tracker's thread.
     run.log_lr_curve(plan=lr_plan(cfg), title="bench")
     study.tell(trial, outcome.value)
     run.end(outcome.state, value=outcome.value, reason=outcome.reason)

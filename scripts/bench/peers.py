@@ -51,9 +51,9 @@ class Peer:
 
 def _raw_study(job: Job, sampler: optuna.samplers.BaseSampler, pruner: optuna.pruners.BasePruner) -> Trace:
     """A hand-written Optuna study: the task's space sampled and written as the project
-    writes it (``tuner.space``), each trial a raw PyTorch loop, run to the step budget."""
-    from tuner.build import build_datamodule
-    from tuner.space import apply, parse_space, suggest
+    writes it (``tuner.search.space``), each trial a raw PyTorch loop, run to the step budget."""
+    from tuner.data.factory import build_datamodule
+    from tuner.search.space import apply, parse_space, suggest
 
     cfg = compose_job(job)
     specs = parse_space(cfg.search.params, cfg)
@@ -100,8 +100,10 @@ def lightning_lr_find(job: Job) -> Trace:
     import pytorch_lightning as pl
     from pytorch_lightning.tuner import Tuner
 
-    from tuner.build import build_datamodule, build_model, plain
-    from tuner.objective import run_trial
+    from tuner.config.nodes import plain
+    from tuner.data.factory import build_datamodule
+    from tuner.models.factory import build_model
+    from tuner.training.trial import run_trial
 
     cfg = compose_job(job)
     datamodule = build_datamodule(cfg)
@@ -289,5 +291,6 @@ def worker_init() -> None:
     from tuner._quiet import quiet_libraries
 
     quiet_libraries()
-    import tuner.config
-    import tuner.tune  # noqa: F401  (imported before any fork, like a reused launcher worker)
+    # imported before any fork, like a reused launcher worker
+    import tuner.study.loop
+    import tuner.validate  # noqa: F401

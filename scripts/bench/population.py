@@ -44,15 +44,15 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
 from tuner._quiet import quiet_libraries  # noqa: E402
-from tuner.build import build_datamodule  # noqa: E402
 from tuner.cli import compose  # noqa: E402
-from tuner.config import validate  # noqa: E402
-from tuner.objective import run_trial  # noqa: E402
-from tuner.population import run_population  # noqa: E402
-from tuner.progress import StudyProgress  # noqa: E402
-from tuner.space import apply, suggest  # noqa: E402
-from tuner.tracking import Tracker, local_uri  # noqa: E402
-from tuner.tune import tune  # noqa: E402
+from tuner.data.factory import build_datamodule  # noqa: E402
+from tuner.search.space import apply, suggest  # noqa: E402
+from tuner.study.loop import tune  # noqa: E402
+from tuner.study.population import run_population  # noqa: E402
+from tuner.study.progress import StudyProgress  # noqa: E402
+from tuner.tracking.tracker import Tracker, local_uri  # noqa: E402
+from tuner.training.trial import run_trial  # noqa: E402
+from tuner.validate import validate  # noqa: E402
 
 RESULTS = REPO / "scripts" / "bench" / "results"
 MODELS = {"mlp": "MNIST-1D MLP", "cnn1d": "MNIST-1D CNN"}

@@ -4,7 +4,7 @@ Runs the default study (``python -m tuner``, shortened by ``--max-steps`` and
 ``--n-trials``) once with today's default pruning (the baseline, ``pruner=median``) and once
 with a candidate's overrides, on the same seeds. Every trial a study pruned (or stopped as
 diverged) is then trained to its full length with the same config and sampled parameters,
-as the study would have trained it (``grid.train_point``: ``tuner.objective.run_trial``, no
+as the study would have trained it (``grid.train_point``: ``tuner.training.trial.run_trial``, no
 pruner). Per config:
 
 * **regret**: how many pruned trials would have finished within 1 point of the study's
@@ -71,7 +71,7 @@ def run_one_study(overrides: list[str], home: str) -> dict[str, Any]:
 
     from tuner._quiet import quiet_libraries
     from tuner.cli import compose
-    from tuner.space import parse_space
+    from tuner.search.space import parse_space
 
     quiet_libraries()
     cfg = compose(overrides)

@@ -18,9 +18,10 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.build import build_model, plain
-from tuner.optimizers import build_optimizer
-from tuner.schedules import build_scheduler
+from tuner.config.nodes import plain
+from tuner.models.factory import build_model
+from tuner.optimizer.factory import build_optimizer
+from tuner.schedule.functions import build_scheduler
 
 
 @torch.no_grad()

@@ -129,8 +129,8 @@ def run_overhead(task: str, size: Size, pairs: int) -> dict[str, Any]:
     """The framework trial against a raw loop on the task's trial (no pruning), in a pool worker."""
     import overhead
 
-    from tuner.build import build_datamodule
     from tuner.cli import compose
+    from tuner.data.factory import build_datamodule
 
     start = _cpu()
     # As the project's peers run here: one job per core, no core free for a tracking sidecar.
@@ -151,7 +151,7 @@ def mlflow_template(folder: Path) -> Path:
     3 CPU-seconds, paid once per project folder by a user, not once per study."""
     from mlflow.tracking import MlflowClient
 
-    from tuner.tracking import local_uri
+    from tuner.tracking.tracker import local_uri
 
     MlflowClient(tracking_uri=local_uri(folder)).search_experiments()
     return folder / "mlflow.db"

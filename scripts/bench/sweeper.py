@@ -48,7 +48,7 @@ def tpe_per_process(job: Job) -> Trace:
     builds the data and the model, trains one trial and exits. The sampler is reseeded
     per process so its random start-up draws differ.
     """
-    from tuner.study import build_storage
+    from tuner.storage.storages import build_storage
 
     cfg = compose_job(job)
     started, used, k = datetime.now(), 0, 0

@@ -30,9 +30,9 @@ def main(overrides: list[str]) -> None:
     import torch
 
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
     from tuner.cli import compose
-    from tuner.objective import run_trial
+    from tuner.data.factory import build_datamodule
+    from tuner.training.trial import run_trial
 
     torch.set_num_threads(1)
     quiet_libraries()

@@ -140,7 +140,7 @@ class ArrayDataModule(pl.LightningDataModule):
         """This process's ``(rank, world_size)`` under DDP: from the trainer, else torchrun's env.
 
         The loaders may be made before ``fit`` attaches a trainer; the processes of a
-        multi-device trial carry ``RANK`` and ``WORLD_SIZE`` (see ``tuner.ddp``).
+        multi-device trial carry ``RANK`` and ``WORLD_SIZE`` (see ``tuner.training.ddp``).
         """
         trainer = self.trainer
         if trainer is not None and trainer.world_size > 1:

@@ -19,11 +19,11 @@ import pytorch_lightning as pl
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.finder.settings import FINDER_ATTR
-from tuner.space import ParamSpec
-from tuner.study import build_sampler
-from tuner.tracking import Tracker
+from tuner.search.space import ParamSpec
+from tuner.study.optuna_study import build_sampler
+from tuner.tracking.tracker import Tracker
 
 __all__ = ["FINDER_ATTR", "bracket", "first_lrs", "narrow_bounds", "narrow_from_finder"]
 
@@ -106,8 +106,8 @@ def narrow_from_finder(
     spec = next(s for s in specs if s.name == name)
     record: dict[str, Any] | None = study.user_attrs.get(FINDER_ATTR)
     if record is None:
-        from tuner import ddp
         from tuner.finder.run import find
+        from tuner.training import ddp
 
         with ddp.ranks(cfg, role="find"):
             result = find(cfg, datamodule=datamodule, tracker=tracker, parent=parent, echo=echo)

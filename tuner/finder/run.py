@@ -16,15 +16,17 @@ from lightning_fabric import Fabric
 from mlflow.entities import Param
 from omegaconf import DictConfig
 
-from tuner.build import build_datamodule, build_model, model_note, plain
-from tuner.ddp import fabric_strategy
+from tuner.config.nodes import plain
+from tuner.data.factory import build_datamodule
 from tuner.devices import trial_devices, world_size
 from tuner.finder.plot import plot_curves
 from tuner.finder.rangetest import Curve, cycle, ramp, range_test
 from tuner.finder.rules import RULES, Marks, log_median, read_curve, spread
-from tuner.optimizers import build_optimizer
+from tuner.models.factory import build_model, model_note
+from tuner.optimizer.factory import build_optimizer
 from tuner.secrets import mask_value, masked_yaml
-from tuner.tracking import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
+from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, Tracker, TrialRun
+from tuner.training.ddp import fabric_strategy
 
 PNG_NAME, JSON_NAME = "finder.png", "finder.json"
 
@@ -64,7 +66,7 @@ class FinderResult:
 def make_fabric(cfg: DictConfig) -> Fabric:
     """A launched Fabric on the trainer's accelerator, devices, strategy and precision.
 
-    On several devices the processes are already there (``tuner.ddp.ranks``): Fabric's own
+    On several devices the processes are already there (``tuner.training.ddp.ranks``): Fabric's own
     launcher would re-run the whole command line as each rank, a study included.
     """
     t = cfg.trainer
@@ -240,7 +242,7 @@ def _log_run(
     Nested under the study's parent run when there is one (``search.from_finder``), through
     the study's tracker and its spool; on its own otherwise (``mode=find``).
     """
-    from tuner.tracking import tracking_uri
+    from tuner.tracking.tracker import tracking_uri
 
     name = str(cfg.study.name)
     tags = {ROLE_TAG: "finder", STUDY_TAG: name}

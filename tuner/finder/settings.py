@@ -9,7 +9,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig
 
 from tuner.errors import UserError
-from tuner.space import ParamSpec
+from tuner.search.space import ParamSpec
 
 RAMPS = ("exponential", "linear")
 #: The study attribute that records the range test behind a narrowed search (read by widening too).

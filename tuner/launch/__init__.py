@@ -17,8 +17,8 @@ __all__ = ["LAUNCHERS", "check", "check_launcher", "launch"]
 
 if TYPE_CHECKING:  # this package stays light: a launcher starts its workers before torch loads
     from tuner.launch.spawn import Workers
-    from tuner.space import ParamSpec
-    from tuner.tune import StudyResult
+    from tuner.search.space import ParamSpec
+    from tuner.study.loop import StudyResult
 
 
 def launch(

@@ -12,16 +12,19 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tuner import stopping
-from tuner.arms import run_arms
-from tuner.coordination import reap_dead_owners
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
 from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
 from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
-from tuner.progress import StudyProgress
-from tuner.resilience import no_result
-from tuner.session import (
+from tuner.search.space import ParamSpec
+from tuner.storage.coordination import reap_dead_owners
+from tuner.storage.resilience import no_result
+from tuner.study.arms import run_arms
+from tuner.study.loop import StudyResult
+from tuner.study.optuna_study import count_finished
+from tuner.study.progress import StudyProgress
+from tuner.study.session import (
     Tracked,
     end_lost_run,
     finish,
@@ -30,9 +33,6 @@ from tuner.session import (
     undo_if_fruitless,
     warn_unlogged,
 )
-from tuner.space import ParamSpec
-from tuner.study import count_finished
-from tuner.tune import StudyResult
 
 #: Seconds workers get to end their trial cleanly after Ctrl-C before they are killed.
 STOP_WAIT = 60

@@ -16,12 +16,12 @@ from typing import IO
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from tuner.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
-from tuner.session import end_lost_run
-from tuner.study import best_trials, count_finished
-from tuner.ties import raw_value
-from tuner.tracking import Tracker
-from tuner.widen import history, widened_line
+from tuner.search.widen import history, widened_line
+from tuner.storage.coordination import SURPLUS_ATTR, reap_stale, retried_numbers
+from tuner.study.optuna_study import best_trials, count_finished
+from tuner.study.session import end_lost_run
+from tuner.study.ties import raw_value
+from tuner.tracking.tracker import Tracker
 
 
 def _fmt(value: object) -> str:

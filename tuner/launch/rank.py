@@ -1,7 +1,7 @@
-"""A DDP rank above 0 (``python -m tuner.launch.rank <config> <role>``), started by ``tuner.ddp.ranks``.
+"""A DDP rank above 0 (``python -m tuner.launch.rank <config> <role>``), started by ``tuner.training.ddp.ranks``.
 
 It runs a trial or a range test in step with rank 0. It sits above both the trial's
-training and the range test, which both start ranks through ``tuner.ddp``.
+training and the range test, which both start ranks through ``tuner.training.ddp``.
 """
 
 from __future__ import annotations
@@ -13,15 +13,15 @@ import sys
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from tuner.ddp import leave_group
 from tuner.errors import UserError
+from tuner.training.ddp import leave_group
 
 
 def rank_main(path: str, role: str = "trial") -> int:
     """A rank above 0: runs the ``role`` (trial or range test) of the config at ``path`` in step with rank 0."""
     from tuner._quiet import quiet_libraries
-    from tuner.build import build_datamodule
-    from tuner.objective import run_trial
+    from tuner.data.factory import build_datamodule
+    from tuner.training.trial import run_trial
 
     quiet_libraries()
     # Ctrl-C reaches every process of the terminal; rank 0 decides for all of them.

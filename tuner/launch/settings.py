@@ -19,7 +19,7 @@ def check(cfg: DictConfig) -> None:
     Raises:
         UserError: an unknown launcher, a storage workers cannot share, bad counts.
     """
-    from tuner import ddp
+    from tuner.training import ddp
 
     ddp.check(cfg)
     check_launcher(cfg)

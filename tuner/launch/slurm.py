@@ -15,15 +15,15 @@ from typing import Any
 from omegaconf import DictConfig
 
 from tuner import stopping
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
-from tuner.resilience import no_result
-from tuner.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
-from tuner.space import ParamSpec
-from tuner.study import count_finished
-from tuner.tune import StudyResult
+from tuner.search.space import ParamSpec
+from tuner.storage.resilience import no_result
+from tuner.study.loop import StudyResult
+from tuner.study.optuna_study import count_finished
+from tuner.study.session import finish, open_tracked, storage_label, undo_if_fruitless, warn_unlogged
 
 
 def executor_parameters(cfg: DictConfig) -> dict[str, Any]:

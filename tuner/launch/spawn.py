@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.settings import check_launcher
 from tuner.launch.worker import error_path, secret_env
-from tuner.study_name import check_study_name
+from tuner.study.name import check_study_name
 
 
 @dataclass

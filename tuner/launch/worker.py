@@ -87,11 +87,11 @@ def work(payload: str, *, name: str, threads: int | None = None, error_file: Pat
 
 def _work(payload: str, *, name: str, threads: int | None, error_file: Path | None) -> int:
     from tuner._quiet import quiet_libraries
-    from tuner.config import validate
-    from tuner.progress import StudyProgress
     from tuner.secrets import mask_stored
     from tuner.stopping import raise_interrupt
-    from tuner.tune import tune
+    from tuner.study.loop import tune
+    from tuner.study.progress import StudyProgress
+    from tuner.validate import validate
 
     quiet_libraries()
     data = OmegaConf.create(payload)
@@ -157,7 +157,7 @@ def main(argv: list[str]) -> int:
     # torch, Lightning, MLflow and its SQL store: loaded while the launcher sets up.
     import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
 
-    import tuner.tune  # noqa: F401
+    import tuner.study.loop  # noqa: F401
 
     payload = sys.stdin.read()
     if not payload:

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import optuna
 
 from tuner.report.gather import StudyData
-from tuner.ties import raw_value
-from tuner.widen import EDGE_SHARE
+from tuner.search.widen import EDGE_SHARE
+from tuner.study.ties import raw_value
 
 
 @dataclass(frozen=True)

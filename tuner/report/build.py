@@ -26,9 +26,9 @@ from tuner.report.figures import Artifact
 from tuner.report.gather import StudyData, load_study_data, trial_config_text
 from tuner.report.plots import draw_all
 from tuner.report.reproduce import reproduce_command, shell_line
+from tuner.search.widen import history, short
 from tuner.secrets import mask_secrets
-from tuner.ties import plateau, raw_value
-from tuner.widen import history, short
+from tuner.study.ties import plateau, raw_value
 
 
 @dataclass
@@ -49,7 +49,7 @@ def _fmt(value: Any) -> str:
 
 
 def _conf_dir() -> Path:
-    from tuner.conf_path import config_dir
+    from tuner.config.path import config_dir
 
     return config_dir()
 
@@ -272,12 +272,12 @@ def _reproduce(doc: Doc, data: StudyData, cfg: DictConfig) -> list[str] | None:
         trial_cfg = yaml.safe_load(text)
         source = "its recorded config (`trial_config.yaml` of its MLflow run)"
     else:
-        from tuner.config import validate
-        from tuner.space import apply
+        from tuner.search.space import apply
+        from tuner.validate import validate
 
         trial_cfg = OmegaConf.to_container(apply(cfg, validate(cfg), best.params), resolve=True)
         source = "this command's config with the trial's sampled values"
-    from tuner.conf_path import user_config_dir
+    from tuner.config.path import user_config_dir
 
     args = reproduce_command(
         trial_cfg, conf=_conf_dir(), study_name=f"{data.name}-trial{best.number}", user_dir=user_config_dir()
@@ -310,7 +310,7 @@ def load_for_report(cfg: DictConfig) -> optuna.Study:
     Raises:
         UserError: an in-memory storage, or no study of that name.
     """
-    from tuner.study import build_storage, mask_password
+    from tuner.storage.storages import build_storage, mask_password
 
     storage = build_storage(cfg)
     where = str(cfg.storage.get("url") or cfg.storage.get("path") or "memory")

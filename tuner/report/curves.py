@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from tuner.report.figures import Artifact, save_png, write_html
 from tuner.report.gather import StudyData
-from tuner.ties import raw_value
+from tuner.study.ties import raw_value
 
 
 def _ema(values: list[float], alpha: float = 0.1) -> list[float]:

@@ -18,7 +18,7 @@ import optuna
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from tuner.tracking import ROLE_TAG, STUDY_TAG, TRIAL_TAG
+from tuner.tracking.tracker import ROLE_TAG, STUDY_TAG, TRIAL_TAG
 
 #: Tag of the runs of the LR range test and of the LR-free comparison arms.
 FINDER_ROLE, ARM_TAG, LR_FREE_ARM = "finder", "tuner.arm", "lr_free"

@@ -20,7 +20,7 @@ from tuner.report.curves import learning_curves, lr_schedules
 from tuner.report.figures import STYLE, Artifact, has_plotly, save_png, write_html
 from tuner.report.gather import StudyData
 from tuner.report.lr_wd import lr_weight_decay, weight_decay_param
-from tuner.ties import raw_value
+from tuner.study.ties import raw_value
 
 
 def _value_of(trial: optuna.trial.FrozenTrial) -> float | None:

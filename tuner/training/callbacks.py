@@ -14,7 +14,7 @@ import pytorch_lightning as pl
 import torch
 
 from tuner.errors import UserError
-from tuner.resilience import storage_errors
+from tuner.storage.resilience import storage_errors
 from tuner.training.guards import DivergenceGuard
 from tuner.training.plateau import PlateauRule
 from tuner.training.probe import PROBES_ATTR, CooldownProbe

@@ -19,9 +19,9 @@ import pytorch_lightning as pl
 import torch
 
 from tuner.errors import UserError
-from tuner.resilience import storage_errors
+from tuner.storage.resilience import storage_errors
 from tuner.training.callbacks import DivergenceGuard, StepSink
-from tuner.training.population import PopulationModule
+from tuner.training.population_module import PopulationModule
 
 
 @dataclass

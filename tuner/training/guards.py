@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-from tuner.build import plain
+from tuner.config.nodes import plain
 from tuner.errors import UserError
-from tuner.schedules import warmup_length
+from tuner.schedule.functions import warmup_length
 
 NOT_LEARNING = "not learning"
 #: No run is judged "not learning" before this many steps: the first dozens of steps of

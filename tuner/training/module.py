@@ -13,8 +13,8 @@ from pytorch_lightning.strategies import SingleDeviceStrategy
 from torch import nn
 from torch.nn import functional as F
 
-from tuner.optimizers import build_optimizer, set_train_mode
-from tuner.schedules import build_scheduler
+from tuner.optimizer.factory import build_optimizer, set_train_mode
+from tuner.schedule.functions import build_scheduler
 
 
 class StepChunks:

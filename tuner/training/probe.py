@@ -31,8 +31,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from tuner.errors import UserError
-from tuner.optimizers import set_train_mode
-from tuner.schedules import COOLDOWN_SHAPES
+from tuner.optimizer.factory import set_train_mode
+from tuner.schedule.functions import COOLDOWN_SHAPES
 
 PROBES = ("none", "cooldown")
 #: Trial user attribute: ``[[run_length, value], ...]`` of its branches, for the report.

@@ -1,0 +1,2 @@
+"""Optimizers (``conf/optimizer``), a leaf: built from a config mapping, weight decay kept off
+biases and norms."""
