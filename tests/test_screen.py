@@ -70,7 +70,7 @@ def test_screening_trials_run_short_and_the_best_is_trained_in_full(tmp_path: Pa
         "pruner=none",
         "trainer.not_learning_after=null",
         "study.name=screen",
-        "study.n_trials=6",
+        "study.n_trials=8",
     )
     code, out, _ = run_cli(*args)
     assert code == 0, out
@@ -92,18 +92,25 @@ def test_screening_trials_run_short_and_the_best_is_trained_in_full(tmp_path: Pa
     assert promoted.params == best.params and promoted.user_attrs["promoted_from"] == best.number
     assert promoted.state == COMPLETE and promoted.user_attrs["steps"] == 80
     # Run again with a larger total: nothing is screened or promoted twice.
-    code, out, _ = run_cli(*args[:-1], "study.n_trials=7")
+    code, out, _ = run_cli(*args[:-1], "study.n_trials=9")
     assert code == 0, out
     again = optuna.load_study(study_name="screen", storage=_journal(tmp_path))
     assert sum(1 for t in again.trials if t.user_attrs.get(SCREEN_ATTR)) == 4
     assert sum(1 for t in again.trials if "promoted_from" in t.user_attrs) == 1
-    assert len(again.trials) == 7
+    assert len(again.trials) == 9
 
 
-def test_a_population_or_a_grid_screens_nothing(tmp_path: Path, run_cli):
-    code, out, _ = run_cli(
-        *TINY, "search=lr", "search.screen=2", "sampler=grid", "sampler.grid_points=2", "study.name=g"
-    )
+@pytest.mark.parametrize(
+    ("overrides", "why"),
+    [
+        (["study.n_trials=3"], "it needs study.n_trials >= 4 (at most half of the trials screen)"),
+        (["sampler=grid", "sampler.grid_points=2", "study.n_trials=4"], "sampler=grid fixes its own points"),
+    ],
+)
+def test_a_short_study_or_a_grid_screens_nothing_and_says_why(tmp_path: Path, run_cli, overrides, why):
+    code, out, _ = run_cli(*TINY, "search=lr", "search.screen=2", *overrides, "study.name=g")
     assert code == 0, out
+    assert f"note: no screening trials (search.screen=2): {why}" in out
     study = optuna.load_study(study_name="g", storage=_journal(tmp_path))
     assert not any(t.user_attrs.get(SCREEN_ATTR) for t in study.trials)
+    assert all(t.user_attrs.get("steps") == 60 for t in study.trials)

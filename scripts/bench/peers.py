@@ -148,6 +148,10 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
     same seed would repeat the random start-up draws of the first round).
     """
     started, total, attempt = datetime.now(), 0, 0
+    # Screening (search.screen) runs only in a study of at least twice as many trials: the
+    # first round asks for that many (the budget ends the study anyway).
+    total = 2 * int(compose_job(job, *more).search.get("screen", 0) or 0) - math.ceil(job.budget / job.steps)
+    total = max(0, total)
     study: optuna.Study | None = None
     while True:
         used = 0 if study is None else steps_spent(study) + (setup_steps(study) if setup_steps else 0)
@@ -177,7 +181,8 @@ def _tune_rounds(job: Job, *more: str, setup_steps: Callable[[optuna.Study], int
 
 
 def tuner_default(job: Job) -> Trace:
-    """The project's default study: TPE (5 random start-up trials) and median pruning."""
+    """The project's default study: screening (8 short trials, the best 2 in full), then TPE
+    and median pruning."""
     return _tune_rounds(job)
 
 
@@ -204,24 +209,14 @@ def tuner_probe(job: Job) -> Trace:
     return _tune_rounds(job, "probe=cooldown")
 
 
-def tuner_screen(job: Job) -> Trace:
-    """The default study with screening (``search.screen=8``): short first trials, the best in full."""
-    return _tune_rounds(job, "++search.screen=8")
-
-
-def tuner_screen2(job: Job) -> Trace:
-    """Screening with the best two screened trials trained in full."""
-    return _tune_rounds(job, "++search.screen=8", "++search.screen_promote=2")
+def tuner_no_screen(job: Job) -> Trace:
+    """The default study without screening (``search.screen=0``, the default before it)."""
+    return _tune_rounds(job, "search.screen=0")
 
 
 def tuner_plateau(job: Job) -> Trace:
     """The default study with the plateau rule until half of each trial."""
     return _tune_rounds(job, "pruner.plateau_share=0.5")
-
-
-def tuner_screen2_plateau(job: Job) -> Trace:
-    """Screening (best two in full) and the plateau rule until half of each trial."""
-    return _tune_rounds(job, "++search.screen=8", "++search.screen_promote=2", "pruner.plateau_share=0.5")
 
 
 def tuner_population(job: Job) -> Trace:
@@ -252,10 +247,8 @@ PEERS: list[Peer] = [
         _switches_optimizer,
     ),
     Peer("tuner+probe", tuner_probe, "the default study with cooldown probes (probe=cooldown)", "probe"),
-    Peer("tuner+screen", tuner_screen, "the default study with search.screen=8"),
-    Peer("tuner+screen2", tuner_screen2, "search.screen=8, search.screen_promote=2"),
-    Peer("tuner+plateau", tuner_plateau, "pruner.plateau_share=0.5"),
-    Peer("tuner+screen2+plateau", tuner_screen2_plateau, "search.screen=8, screen_promote=2, plateau_share=0.5"),
+    Peer("tuner-screen", tuner_no_screen, "the default study without screening (search.screen=0)", "search.screen"),
+    Peer("tuner+plateau", tuner_plateau, "the default study with pruner.plateau_share=0.5"),
     Peer(
         "tuner+population", tuner_population, "the default study with study.population=4", "study.population"
     ),

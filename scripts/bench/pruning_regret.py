@@ -85,6 +85,8 @@ def run_one_study(overrides: list[str], home: str) -> dict[str, Any]:
                 "number": t.number,
                 "state": t.state.name,
                 "reason": t.user_attrs.get("reason"),
+                # A screening trial queued again in full (search.screen) is not lost: no regret.
+                "promoted": t.number in (study.user_attrs.get("tuner.screen_promoted") or []),
                 # The cooldown probes' branches train too: a budget counts their steps.
                 "steps": int(t.user_attrs.get("steps", 0)) + int(t.user_attrs.get("probe_steps", 0)),
                 "value": float(t.value) if complete and t.value is not None else None,
@@ -99,7 +101,7 @@ def measure(study: dict[str, Any]) -> dict[str, Any]:
     full = study["full_steps"]
     finals = [t["value"] if t["state"] == "COMPLETE" else t.get("full_value") for t in study["trials"]]
     best = max((t["value"] for t in study["trials"] if t["value"] is not None), default=0.0)
-    pruned = [t for t in study["trials"] if t["state"] == "PRUNED"]
+    pruned = [t for t in study["trials"] if t["state"] == "PRUNED" and not t.get("promoted")]
     regrets = [t for t in pruned if (t.get("full_value") or 0.0) >= best - REGRET_POINTS]
     hopeless = [
         (t, final)
@@ -130,7 +132,7 @@ def measure(study: dict[str, Any]) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     configs = {
-        "baseline (pruner=median)": ["pruner=median"],
+        f"baseline ({args.baseline})": shlex.split(args.baseline),
         f"candidate ({args.candidate})": shlex.split(args.candidate),
     }
     started = time.monotonic()
@@ -222,6 +224,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--candidate", default="pruner=hyperband", help="overrides of the candidate, one string"
+    )
+    parser.add_argument(
+        "--baseline", default="pruner=median", help="overrides of the baseline, one string (today's default)"
     )
     parser.add_argument("--n-trials", type=int, default=12)
     parser.add_argument("--max-steps", type=int, default=1500)

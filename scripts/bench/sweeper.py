@@ -58,6 +58,7 @@ def tpe_per_process(job: Job) -> Trace:
             "--quiet",
             *job.overrides(),
             "pruner=none",
+            "search.screen=0",  # the sweeper runs full trials only
             "study.name=bench",
             "report.enabled=false",
             f"study.n_trials={k}",

@@ -60,7 +60,7 @@ def check_screen(cfg: DictConfig) -> None:
     Raises:
         UserError: naming the bad key.
     """
-    count = cfg.search.get("screen", 0)
+    count = cfg.search.get("screen", 8)
     if not isinstance(count, int) or isinstance(count, bool) or count < 0:
         raise UserError("search.screen", count, "give a whole number of short first trials >= 0 (0: off)")
     fraction = cfg.search.get("screen_fraction", 0.125)
@@ -70,19 +70,31 @@ def check_screen(cfg: DictConfig) -> None:
             fraction,
             "give the share of trainer.max_steps a screening trial trains, in (0, 1)",
         )
-    promote = cfg.search.get("screen_promote", 1)
+    promote = cfg.search.get("screen_promote", 2)
     if not isinstance(promote, int) or isinstance(promote, bool) or promote < 0:
         raise UserError(
             "search.screen_promote", promote, "give a whole number of screened trials to train in full (>= 0)"
         )
 
 
-def screen_count(cfg: DictConfig) -> int:
-    """Screening trials this study queues: none with a population (whose members share
-    one training length) or for a grid (which fixes its own points)."""
-    if cfg.study.get("population", 1) != 1 or cfg.sampler.name == "grid":
-        return 0
-    return min(int(cfg.search.get("screen", 0) or 0), int(cfg.study.n_trials))
+def screen_count(cfg: DictConfig) -> tuple[int, str | None]:
+    """Screening trials this study queues, and why none where ``search.screen`` asks for some.
+
+    None with a population (whose members share one training length) or for a grid (which
+    fixes its own points); none either unless ``study.n_trials`` is at least twice
+    ``search.screen``: at most half of a study's trials screen, so a short study keeps its
+    full trials.
+    """
+    wanted = int(cfg.search.get("screen", 8) or 0)
+    if not wanted:
+        return 0, None
+    if cfg.study.get("population", 1) != 1:
+        return 0, "study.population trains its members for one length"
+    if cfg.sampler.name == "grid":
+        return 0, "sampler=grid fixes its own points"
+    if int(cfg.study.n_trials) < 2 * wanted:
+        return 0, f"it needs study.n_trials >= {2 * wanted} (at most half of the trials screen)"
+    return wanted, None
 
 
 def screen_steps(cfg: DictConfig) -> int:
@@ -110,7 +122,9 @@ def stratified(low: float, high: float, count: int, seed: int | None) -> list[fl
 
 def queue_screening(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.Study) -> int:
     """Queues the screening trials of a new study; how many."""
-    count = screen_count(cfg)
+    count, why_not = screen_count(cfg)
+    if why_not:
+        print(f"note: no screening trials (search.screen={cfg.search.screen}): {why_not}")
     if not count:
         return 0
     spec = lr_spec(specs)
@@ -151,7 +165,7 @@ def screened(outcome: Outcome) -> Outcome:
 def promote_when_done(cfg: DictConfig, study: optuna.Study) -> list[int]:
     """Once every screening trial has ended, queues the best again as full trials (once per
     study); the numbers of the trials promoted."""
-    wanted = int(cfg.search.get("screen_promote", 1) or 0)
+    wanted = int(cfg.search.get("screen_promote", 2) or 0)
     if not wanted or PROMOTED_ATTR in study.user_attrs:
         return []
     trials = study.get_trials(deepcopy=False)
