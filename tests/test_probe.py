@@ -17,7 +17,7 @@ from tuner.models.factory import build_model
 from tuner.optimizer.factory import build_optimizer
 from tuner.schedule.functions import build_scheduler
 from tuner.training.module import evaluate
-from tuner.training.plateau import PlateauRule
+from tuner.training.plateau import NoiseRule, PlateauRule
 from tuner.training.probe import PROBES_ATTR, CooldownProbe, ProbeSettings
 from tuner.training.trial import make_probe, run_trial
 from tuner.validate import validate
@@ -128,6 +128,33 @@ def test_plateau_rule_spares_a_flat_metric_while_the_loss_falls():
     assert not rule.spares(1000, [0.11, 0.11], [2.0, 1.5])  # the share is spent
 
 
+def _tied_study(values_at_200):
+    """A real in-memory study whose complete trials reported these values at step 200."""
+    import optuna
+
+    study = optuna.create_study(direction="maximize")
+    for value in values_at_200:
+        study.add_trial(
+            optuna.trial.create_trial(value=value, intermediate_values={200: value, 400: value})
+        )
+    return study
+
+
+def test_noise_rule_spares_a_trial_within_a_standard_error_of_the_median():
+    # Modular addition: 122 validation examples, the plateau at 0.467 (57 of 122), one
+    # standard error sqrt(0.467 * 0.533 / 122) = 0.045.
+    study = _tied_study([0.467, 0.467, 0.467, 0.475])
+    trial = study.ask()
+    rule = NoiseRule(samples=122)
+    assert rule.margin(0.467) == pytest.approx(0.0452, abs=1e-4)
+    assert rule.spares(trial, 200, 0.459)  # one example below the plateau: no evidence
+    assert rule.spares(trial, 200, 0.426)  # five below, still within 0.045
+    assert not rule.spares(trial, 200, 0.40)  # past one standard error: the pruner decides
+    assert not NoiseRule(samples=10_000).spares(trial, 200, 0.459)  # a large set resolves it
+    assert not rule.spares(trial, 300, 0.459)  # no complete trial reported at that step
+    assert NoiseRule(samples=122, maximize=False).spares(trial, 200, 0.50)  # direction
+
+
 @pytest.mark.parametrize(
     ("override", "key"),
     [
@@ -137,6 +164,7 @@ def test_plateau_rule_spares_a_flat_metric_while_the_loss_falls():
         ("probe.min_steps=0", "probe.min_steps"),
         ("study.population=2", "probe.name"),
         ("pruner.plateau_share=2", "pruner.plateau_share"),
+        ("pruner.noise_margin=-1", "pruner.noise_margin"),
     ],
 )
 def test_bad_probe_settings_name_the_key(compose_cfg, override, key):

@@ -41,6 +41,8 @@ class BatchLoader:
         self.x, self.y = x, y
         self.batch_size = batch_size
         self.shuffle = shuffle
+        #: Examples it holds (the pruner's noise rule reads the validation set's).
+        self.examples = len(x)
         self.shard = shard
         #: The permutation stream; reseeding it changes the batch order from the next epoch on.
         self.generator = torch.Generator().manual_seed(seed)

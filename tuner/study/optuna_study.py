@@ -72,7 +72,7 @@ def build_sampler(cfg: DictConfig, specs: Sequence[ParamSpec]) -> optuna.sampler
 
 def build_pruner(cfg: DictConfig) -> optuna.pruners.BasePruner:
     """The pruner named by ``pruner.name``; ``patient`` wraps the median pruner."""
-    name, kwargs = str(cfg.pruner.name), _kwargs(cfg.pruner, "patience", "min_delta", "plateau_share")
+    name, kwargs = str(cfg.pruner.name), _kwargs(cfg.pruner, "patience", "min_delta", "plateau_share", "noise_margin")
     try:
         if name == "median":
             return optuna.pruners.MedianPruner(**kwargs)

@@ -16,7 +16,7 @@ import torch
 from tuner.errors import UserError
 from tuner.storage.resilience import storage_errors
 from tuner.training.guards import DivergenceGuard
-from tuner.training.plateau import PlateauRule
+from tuner.training.plateau import NoiseRule, PlateauRule
 from tuner.training.probe import PROBES_ATTR, CooldownProbe
 
 #: Receives ``steps`` and ``{"lr": [...], "train_loss": [...]}`` for a window of steps.
@@ -109,6 +109,7 @@ class PruningCallback(pl.Callback):
         probe: Branches cooldowns at its rungs (None: judge each evaluation as it is).
         evaluate: Validation metrics of the model as it is now (for the probe's branch).
         plateau: The plateau rule (None: off).
+        noise: The noise rule (None: off).
         train_losses: Mean training loss of each evaluation interval so far.
     """
 
@@ -122,6 +123,7 @@ class PruningCallback(pl.Callback):
         probe: CooldownProbe | None = None,
         evaluate: Callable[[], dict[str, float]] | None = None,
         plateau: PlateauRule | None = None,
+        noise: NoiseRule | None = None,
         train_losses: Callable[[], list[float]] | None = None,
     ) -> None:
         self.trial = trial
@@ -131,6 +133,7 @@ class PruningCallback(pl.Callback):
         self.probe = probe
         self.evaluate = evaluate
         self.plateau = plateau
+        self.noise = noise
         self.train_losses = train_losses
         self.pruned_at: int | None = None
         self.history: list[tuple[int, float]] = []
@@ -138,7 +141,7 @@ class PruningCallback(pl.Callback):
         self.val_losses: list[float] = []
         #: ``(step, value)`` the pruner judged: branch values at probe rungs, else as evaluated.
         self.judged: list[tuple[int, float]] = []
-        #: Steps at which the plateau rule kept a trial the pruner would have stopped.
+        #: Steps at which the plateau or noise rule kept a trial the pruner would have stopped.
         self.spared: list[int] = []
         #: Reports the storage did not take (it was away).
         self.storage_errors: list[str] = []
@@ -199,6 +202,9 @@ class PruningCallback(pl.Callback):
                     PROBES_ATTR, [[r.run_length, r.metrics[self.monitor]] for r in self.probe.results]
                 )
             if step <= self.warmup_steps or not self.trial.should_prune():
+                return False
+            if self.noise is not None and self.noise.spares(self.trial, step, judged):
+                self.spared.append(step)  # within the metric's noise of the median: no evidence
                 return False
         except storage_errors() as exc:
             # The storage is away: train on unpruned; the result is saved, with retries, at the end.

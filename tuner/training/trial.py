@@ -23,7 +23,7 @@ from tuner.tracking.tracker import TrialRun
 from tuner.training import PruningCallback, StepTrace, TrialModule, ddp
 from tuner.training.guards import guard_from_config, stop_reason
 from tuner.training.module import StepChunks, evaluate
-from tuner.training.plateau import plateau_rule
+from tuner.training.plateau import noise_rule, plateau_rule, validation_examples
 from tuner.training.probe import CooldownProbe, probe_settings
 
 
@@ -137,6 +137,7 @@ def run_trial(
         probe=make_probe(cfg, datamodule, warmup_steps=warmup),
         evaluate=lambda: evaluate(net, datamodule.val_dataloader()),
         plateau=plateau_rule(cfg),
+        noise=noise_rule(cfg, validation_examples(datamodule.val_dataloader())),
         train_losses=lambda: losses_since_start(trace),
     )
     clip = cfg.trainer.get("gradient_clip_val")
