@@ -123,7 +123,9 @@ def stratified(low: float, high: float, count: int, seed: int | None) -> list[fl
 def queue_screening(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.Study) -> int:
     """Queues the screening trials of a new study; how many."""
     count, why_not = screen_count(cfg)
-    if why_not:
+    # Said where screening was plausible: not for a study shorter than the screening itself
+    # (every quick try with a few trials would print it).
+    if why_not and int(cfg.study.n_trials) >= int(cfg.search.screen):
         print(f"note: no screening trials (search.screen={cfg.search.screen}): {why_not}")
     if not count:
         return 0
