@@ -12,9 +12,10 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tuner import stopping
+from tuner.devices import cpu_cores
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
-from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
+from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
 from tuner.search.space import ParamSpec

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from omegaconf import DictConfig
 
-from tuner import stopping
+from tuner import devices, stopping
 from tuner._testpoint import point
 from tuner.compat import storage_of, study_id
 from tuner.config.nodes import plain
@@ -82,9 +82,7 @@ def sidecar_wanted(cfg: DictConfig) -> bool:
     value = cfg.tracking.get("sidecar", "auto")
     if isinstance(value, bool):
         return value
-    from tuner.launch.plan import cpu_cores
-
-    cores = cpu_cores()
+    cores = devices.cpu_cores()
     return cores > int(cfg.trainer.get("num_threads") or cores)
 
 
