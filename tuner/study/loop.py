@@ -17,7 +17,6 @@ from rich.table import Table
 from tuner import stopping
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped, UserError
-from tuner.finder.narrow import narrow_from_finder
 from tuner.search.space import ParamSpec
 from tuner.search.widen import widen_step
 from tuner.secrets import mask_secrets
@@ -31,6 +30,7 @@ from tuner.storage.coordination import (
 )
 from tuner.storage.resilience import StorageGuard, failure_summary, no_result
 from tuner.study.arms import arm_names, comparison_table, run_arms
+from tuner.study.narrow import narrow_from_finder
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.study.progress import StudyProgress
 from tuner.study.session import (
