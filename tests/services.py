@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from importlib.metadata import entry_points
 from pathlib import Path
 
-from tuner.tracking.spool_format import process_alive
+from tuner.processes import process_alive
 
 
 def free_port() -> int:

@@ -14,10 +14,10 @@ import torch
 from lightning_fabric import Fabric
 
 from tests.conftest import REPO, TINY, run_subprocess
-from tuner.finder.narrow import FINDER_ATTR, narrow_bounds
 from tuner.finder.rangetest import cycle, ema, ramp, range_test
 from tuner.finder.rules import min_over_10, read_curve, spread, steepest, trimmed_log_mean, valley
 from tuner.models import MLP
+from tuner.study.narrow import FINDER_ATTR, narrow_bounds
 from tuner.tracking.tracker import local_uri
 
 FIND = ["mode=find", "data.num_samples=600", "finder.num_steps=60", "finder.seeds=[0,1]"]

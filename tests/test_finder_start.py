@@ -8,8 +8,8 @@ import optuna
 import pytest
 
 from tests.conftest import TINY
-from tuner.finder.narrow import FINDER_ATTR, bracket, first_lrs
 from tuner.finder.run import divergence_point
+from tuner.study.narrow import FINDER_ATTR, bracket, first_lrs
 
 
 def test_the_median_seed_gives_the_divergence_point():

@@ -1,6 +1,7 @@
 """The package's imports run one way: no module imports, even inside a function, a module
-that imports it back (directly or through others), and no layer imports one above it (leaves and
-services import neither the training, the study loop nor the command line)."""
+that imports it back (directly or through others), no folder of tuner/ imports one that imports it
+back, and no layer imports one above it (leaves and services import neither the training, the
+study loop, the checks nor the command line; the services not each other)."""
 
 from __future__ import annotations
 
@@ -85,8 +86,19 @@ _SERVICES = {"tracking", "storage"}
 _LEAVES = {"config", "schedule", "optimizer", "models", "data"}
 MAY_NOT_IMPORT: dict[str, set[str]] = {
     **{leaf: _ABOVE_TRAINING | _SERVICES | {"training", "preflight"} for leaf in _LEAVES},
-    **{service: _ABOVE_TRAINING | {"training"} for service in _SERVICES},
+    # the services are called by the checks too (preflight probes the tracking server), and
+    # neither reaches into the other (what both need lives below them: tuner/processes.py)
+    **{service: _ABOVE_TRAINING | _SERVICES - {service} | {"training", "preflight"} for service in _SERVICES},
     "training": _ABOVE_TRAINING,
+    # the study loop is called by the command line and the launchers, and hands the report its
+    # results (the report writer is passed in); it may call the range test (search.from_finder)
+    "study": {"cli", "validate", "launch", "report"},
+    # the range test is called by the study loop, the command line and a DDP rank's entry point
+    "finder": {"cli", "validate", "study", "launch", "report"},
+    # the search space is read by the study, the range test and the report
+    "search": {"cli", "validate", "study", "finder", "launch", "report"},
+    # the report reads results; the validation hub calls its checks
+    "report": {"cli", "validate", "launch"},
 }
 
 
@@ -103,6 +115,27 @@ def test_imports_run_one_way_between_the_layers():
         if _part(target) in MAY_NOT_IMPORT.get(_part(name), set())
     )
     assert not wrong, "imports against the layers: " + "; ".join(wrong)
+
+
+def _node(module: str) -> str:
+    """A folder of tuner/ is one node, a top-level module its own, the package itself ``tuner``."""
+    return _part(module) or module
+
+
+def folder_graph() -> dict[str, set[str]]:
+    """Part -> the other parts it imports (a folder's modules taken together)."""
+    graph: dict[str, set[str]] = {}
+    for name, targets in import_graph().items():
+        graph.setdefault(_node(name), set()).update(_node(t) for t in targets)
+    return {node: targets - {node} for node, targets in graph.items()}
+
+
+def test_no_import_cycle_between_the_folders():
+    """Modules without a cycle may still make folders that import each other (study/ -> finder/
+    -> study/ through different modules): one concern per folder means one direction between
+    any two."""
+    cycle = find_cycle(folder_graph())
+    assert cycle is None, "folder import cycle: " + " -> ".join(cycle or [])
 
 
 def test_only_the_entry_point_imports_the_command_line():

@@ -11,6 +11,7 @@ import pytest
 from rich.console import Console
 
 from tests.conftest import TINY
+from tuner.report import study_report
 from tuner.study.loop import tune
 from tuner.study.progress import StudyProgress, _fmt
 from tuner.validate import validate
@@ -67,7 +68,7 @@ def test_live_mode_draws_a_panel_with_counts_best_and_eta(tmp_path, compose_cfg)
     console = Console(file=buffer, force_terminal=True, width=140, color_system="standard")
     with StudyProgress(console=console) as progress:
         assert progress.live
-        tune(cfg, validate(cfg), progress=progress)
+        tune(cfg, validate(cfg), progress=progress, write_report=study_report)
     raw = buffer.getvalue()
     assert "\x1b[" in raw  # drawn in place with terminal control codes, not printed line by line
     text = _ANSI.sub("", raw)

@@ -21,8 +21,8 @@ import pytest
 
 from tests.conftest import REPO, TINY, run_subprocess
 from tests.scripted_model import LEAK_PASSWORD, LEAK_TOKEN
-from tuner.preflight import probe_server
 from tuner.secrets import MASK, mask_secrets, masked_output, masked_storage
+from tuner.tracking.health import probe_server
 
 #: Pieces of the secrets: none may appear anywhere, masked or half masked.
 SECRETS = (LEAK_PASSWORD, "PW9", LEAK_TOKEN)

@@ -125,10 +125,10 @@ def test_the_tracker_starts_its_sidecar_with_the_second_run(tmp_path):
 
 
 def test_the_sidecar_is_wanted_only_with_a_free_core(compose_cfg, monkeypatch):
-    from tuner.launch import plan
+    from tuner import devices
     from tuner.study.session import sidecar_wanted
 
-    monkeypatch.setattr(plan, "cpu_cores", lambda: 2)
+    monkeypatch.setattr(devices, "cpu_cores", lambda: 2)
     assert sidecar_wanted(compose_cfg("trainer.num_threads=1"))
     assert not sidecar_wanted(compose_cfg("trainer.num_threads=2"))
     assert not sidecar_wanted(compose_cfg("trainer.num_threads=null"))  # all cores train

@@ -10,13 +10,13 @@ import pytest
 
 from tests.conftest import TINY
 from tuner.cli import compose
-from tuner.finder.narrow import FINDER_ATTR
 from tuner.report.analysis import robust_lr
 from tuner.report.build import _at_edge
 from tuner.report.document import Doc
 from tuner.report.gather import StudyData
 from tuner.search.space import ParamSpec
 from tuner.search.widen import WIDEN_ATTR, WideningGP, WideningTPE, edge, short, stored_bounds, widen_step
+from tuner.study.narrow import FINDER_ATTR
 from tuner.validate import validate
 
 COMPLETE = optuna.trial.TrialState.COMPLETE

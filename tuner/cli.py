@@ -126,12 +126,13 @@ def _run_mode(cfg: DictConfig, *, quiet: bool, workers: Workers | None) -> int:
     specs = check_config(cfg)
     if cfg.mode == "tune":
         from tuner.launch import launch
+        from tuner.report import study_report
         from tuner.study.loop import study_tables, tune
         from tuner.study.progress import StudyProgress, best_table, print_table
 
         if cfg.launcher.name == "none":
             with StudyProgress(quiet=quiet) as progress:
-                result = tune(cfg, specs, progress=progress)
+                result = tune(cfg, specs, progress=progress, write_report=study_report)
         else:
             launched = launch(cfg, specs, quiet=quiet, workers=workers)
             if launched is None:

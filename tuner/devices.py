@@ -1,10 +1,13 @@
-"""How many devices one trial trains on, read from ``trainer.devices`` without torch.
+"""How many devices one trial trains on, read from ``trainer.devices`` without torch, and how
+many CPU cores this process may run on.
 
 Launchers plan their workers from this before torch is imported; ``tuner.training.ddp`` starts
 the ranks of a multi-device trial from it.
 """
 
 from __future__ import annotations
+
+import os
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -116,3 +119,11 @@ def _found_accelerator() -> str:
         return "cuda"
     mps = getattr(torch.backends, "mps", None)
     return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

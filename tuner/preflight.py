@@ -6,24 +6,20 @@ the study and its MLflow experiment exist, it would leave them half made.
 
 from __future__ import annotations
 
-import base64
 import importlib
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from tuner.errors import UserError
 from tuner.secrets import mask_secrets
+from tuner.tracking.health import PROBE_TIMEOUT, probe_server
 
-#: Seconds a service gets to answer a reachability check.
-PROBE_TIMEOUT = 5.0
 _EXAMPLE_DB = "e.g. postgresql+psycopg://user@127.0.0.1:5432/tuner or sqlite:///runs/optuna.db"
 
 
@@ -105,38 +101,6 @@ def check_tracking_uri(uri: str) -> None:
             "unknown scheme; use http://host:port (an MLflow server), sqlite:///path, "
             "postgresql://..., a folder, or null for the local store",
         )
-
-
-def probe_server(uri: str, *, timeout: float = PROBE_TIMEOUT) -> str | None:
-    """None when an MLflow server answers at ``uri``; else why not, in a few words."""
-    try:
-        with urllib.request.urlopen(_health_request(uri), timeout=timeout) as response:
-            return None if response.status == 200 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return mask_secrets(f"{type(reason).__name__}: {reason}")
-
-
-def _health_request(uri: str) -> urllib.request.Request:
-    """The ``/health`` request of a server URI, its credentials sent as basic auth.
-
-    urllib takes ``user:pw@host`` as the host name (a DNS failure); MLflow's client sends
-    them as basic auth, so the probe does the same.
-    """
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    url = urlunsplit((parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", ""))
-    request = urllib.request.Request(url)
-    if parts.username is not None:
-        user, password = unquote(parts.username), unquote(parts.password or "")
-        token = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
-    return request
 
 
 def _check_root(cfg: DictConfig) -> None:

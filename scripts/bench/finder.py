@@ -124,6 +124,7 @@ def lightning(task: str, repeat: int) -> dict[str, Any]:
 def study(task: str, seed: int, from_finder: bool, n_trials: int) -> dict[str, Any]:
     """A study (search=lr, constant schedule, TPE seeded with ``seed``); val_acc per trial."""
     _setup()
+    from tuner.report import study_report
     from tuner.study.loop import tune
     from tuner.study.progress import StudyProgress
     from tuner.validate import validate
@@ -143,7 +144,7 @@ def study(task: str, seed: int, from_finder: bool, n_trials: int) -> dict[str, A
             contextlib.redirect_stdout(sink),
             StudyProgress(quiet=True, stream=sink) as progress,
         ):
-            result = tune(cfg, validate(cfg), progress=progress)
+            result = tune(cfg, validate(cfg), progress=progress, write_report=study_report)
         values = [float(t.value) if t.value is not None else 0.0 for t in result.study.trials]
     return {"task": task, "seed": seed, "from_finder": from_finder, "values": values}
 

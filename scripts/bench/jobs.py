@@ -93,11 +93,14 @@ def steps_spent(study: optuna.Study) -> int:
 def run_study(cfg: Any) -> tuple[Any, optuna.Study]:
     """The project's study for a composed config, in this process, quiet; its result and the
     Optuna study as stored (for its trials' states, steps and params)."""
+    from tuner.report import study_report
     from tuner.storage.storages import build_storage
     from tuner.study.loop import tune
     from tuner.study.progress import StudyProgress
     from tuner.validate import validate
 
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        result = tune(cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink))
+        result = tune(
+            cfg, validate(cfg), progress=StudyProgress(quiet=True, stream=sink), write_report=study_report
+        )
     return result, optuna.load_study(study_name=str(cfg.study.name), storage=build_storage(cfg))

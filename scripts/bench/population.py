@@ -46,6 +46,7 @@ sys.path.insert(0, str(REPO))
 from tuner._quiet import quiet_libraries  # noqa: E402
 from tuner.cli import compose  # noqa: E402
 from tuner.data.factory import build_datamodule  # noqa: E402
+from tuner.report import study_report  # noqa: E402
 from tuner.search.space import apply, suggest  # noqa: E402
 from tuner.study.loop import tune  # noqa: E402
 from tuner.study.population import run_population  # noqa: E402
@@ -93,7 +94,9 @@ def study(model: str, k: int, population: int, args: argparse.Namespace) -> dict
     cfg = compose(overrides(model, k, population, args))
     specs = validate(cfg)
     with contextlib.redirect_stdout(io.StringIO()):
-        result, wall, cpu = timed(lambda: tune(cfg, specs, progress=StudyProgress(quiet=True)))
+        result, wall, cpu = timed(
+            lambda: tune(cfg, specs, progress=StudyProgress(quiet=True), write_report=study_report)
+        )
     trials = [
         {"params": t.params, "value": t.value, "test_acc": t.user_attrs.get("test_acc")}
         for t in sorted(result.study.trials, key=lambda t: t.number)

@@ -12,8 +12,6 @@ from tuner.errors import UserError
 from tuner.search.space import ParamSpec
 
 RAMPS = ("exponential", "linear")
-#: The study attribute that records the range test behind a narrowed search (read by widening too).
-FINDER_ATTR = "tuner.finder"
 
 
 def _number(value: Any) -> bool:

@@ -12,11 +12,13 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from tuner import stopping
+from tuner.devices import cpu_cores
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor
-from tuner.launch.plan import WorkerPlan, cpu_cores, plan_local
+from tuner.launch.plan import WorkerPlan, plan_local
 from tuner.launch.spawn import Workers, abandon, hand_out, start_workers
 from tuner.launch.worker import error_path, make_payload
+from tuner.report import study_report
 from tuner.search.space import ParamSpec
 from tuner.storage.coordination import reap_dead_owners
 from tuner.storage.resilience import no_result
@@ -106,7 +108,16 @@ def run_local(
             with StudyProgress(live=False, quiet=quiet) as progress:
                 run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
         fault = fault or no_result(study)
-        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+        report = finish(
+            cfg,
+            specs,
+            study,
+            tracker,
+            parent,
+            stopped or fault,
+            flush=opened.flush,
+            write_report=study_report,
+        )
     # A fault is said once, as the command's last line (exit code 3).
     return StudyResult(
         study,

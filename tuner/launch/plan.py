@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from tuner.devices import world_size
+from tuner.devices import cpu_cores, world_size
 from tuner.errors import UserError
 
 
@@ -27,14 +27,6 @@ class WorkerPlan:
         if self.gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(self.gpus)
         return env
-
-
-def cpu_cores() -> int:
-    """CPU cores this process may run on (its affinity mask, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _gpu_devices() -> bool:

@@ -19,6 +19,7 @@ from tuner.config.nodes import plain
 from tuner.errors import UserError
 from tuner.launch.monitor import StudyMonitor, settle_trial_runs
 from tuner.launch.worker import make_payload, slurm_worker
+from tuner.report import study_report
 from tuner.search.space import ParamSpec
 from tuner.storage.resilience import no_result
 from tuner.study.loop import StudyResult
@@ -162,7 +163,16 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         )
     fault = no_result(study)  # jobs that failed every trial: exit 3, the first reason
     with stopping.graceful_stop():  # Ctrl-C: at the next safe point; a second one at once
-        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+        report = finish(
+            cfg,
+            specs,
+            study,
+            tracker,
+            parent,
+            stopped or fault,
+            flush=opened.flush,
+            write_report=study_report,
+        )
     return StudyResult(
         study, tracker.uri, parent, stopped, report, fault, experiment_id=tracker.experiment_id
     )

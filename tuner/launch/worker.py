@@ -87,6 +87,7 @@ def work(payload: str, *, name: str, threads: int | None = None, error_file: Pat
 
 def _work(payload: str, *, name: str, threads: int | None, error_file: Path | None) -> int:
     from tuner._quiet import quiet_libraries
+    from tuner.report import study_report
     from tuner.secrets import mask_stored
     from tuner.stopping import raise_interrupt
     from tuner.study.loop import tune
@@ -107,7 +108,14 @@ def _work(payload: str, *, name: str, threads: int | None, error_file: Path | No
     try:
         specs = validate(cfg)
         with StudyProgress(live=False) as progress:
-            result = tune(cfg, specs, progress=progress, worker=worker, finish_study=bool(data.finish_study))
+            result = tune(
+                cfg,
+                specs,
+                progress=progress,
+                write_report=study_report,
+                worker=worker,
+                finish_study=bool(data.finish_study),
+            )
     except KeyboardInterrupt:
         print(f"worker {name}: stopped; its trial was re-queued", flush=True)
         return 130

@@ -272,10 +272,10 @@ def _reproduce(doc: Doc, data: StudyData, cfg: DictConfig) -> list[str] | None:
         trial_cfg = yaml.safe_load(text)
         source = "its recorded config (`trial_config.yaml` of its MLflow run)"
     else:
-        from tuner.search.space import apply
-        from tuner.validate import validate
+        from tuner.search.space import apply, parse_space
 
-        trial_cfg = OmegaConf.to_container(apply(cfg, validate(cfg), best.params), resolve=True)
+        specs = parse_space(cfg.search.get("params") or {}, cfg)  # checked by the hub before the report
+        trial_cfg = OmegaConf.to_container(apply(cfg, specs, best.params), resolve=True)
         source = "this command's config with the trial's sampled values"
     from tuner.config.path import user_config_dir
 

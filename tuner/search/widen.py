@@ -25,11 +25,13 @@ from omegaconf import DictConfig
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 from tuner.errors import UserError
-from tuner.finder.settings import FINDER_ATTR
 from tuner.search.space import ParamSpec
 from tuner.search.trial_check import check_trial
 
 WIDEN_ATTR = "tuner.widen"
+#: The study attribute that records the range test behind a narrowed search (written by
+#: ``tuner/study/narrow.py``, ``search.from_finder``; read here: its divergence caps widening).
+FINDER_ATTR = "tuner.finder"
 #: "At an edge": within this share of the range's log-width from it.
 EDGE_SHARE = 0.1
 #: The smallest move worth a widening, in decades (a cap may leave less than one decade).

@@ -38,7 +38,7 @@ from tuner.compat import (
     trial_storage_id,
 )
 from tuner.compat import heartbeat_enabled as _heartbeat_enabled
-from tuner.tracking.spool_format import process_alive
+from tuner.processes import process_alive
 
 HEARTBEAT_ATTR = "tuner.heartbeat"
 SURPLUS_ATTR = "tuner.surplus"

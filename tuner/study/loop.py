@@ -17,7 +17,6 @@ from rich.table import Table
 from tuner import stopping
 from tuner.compat import storage_of, trial_storage_id
 from tuner.errors import StudyStopped, UserError
-from tuner.finder.narrow import narrow_from_finder
 from tuner.search.space import ParamSpec
 from tuner.search.widen import widen_step
 from tuner.secrets import mask_secrets
@@ -31,9 +30,11 @@ from tuner.storage.coordination import (
 )
 from tuner.storage.resilience import StorageGuard, failure_summary, no_result
 from tuner.study.arms import arm_names, comparison_table, run_arms
+from tuner.study.narrow import narrow_from_finder
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.study.progress import StudyProgress
 from tuner.study.session import (
+    ReportWriter,
     Tracked,
     end_lost_run,
     finish,
@@ -73,6 +74,7 @@ def tune(
     specs: list[ParamSpec],
     *,
     progress: StudyProgress,
+    write_report: ReportWriter | None,
     worker: dict[str, Any] | None = None,
     finish_study: bool = True,
 ) -> StudyResult:
@@ -82,7 +84,8 @@ def tune(
     one is): each asks for a trial when it is free, claims one of the slots left, and at
     the end waits while other workers hold the last trials, in case one of them dies
     and its trial comes back to the queue. A worker ends the MLflow parent run only if
-    ``finish_study`` and the study is complete; the launcher does it otherwise.
+    ``finish_study`` and the study is complete; the launcher does it otherwise. The one that
+    ends it writes the report with ``write_report`` (``tuner.report.study_report``; None: none).
     """
     if cfg.trainer.num_threads:
         torch.set_num_threads(int(cfg.trainer.num_threads))
@@ -104,7 +107,7 @@ def tune(
             stopped, fault = _run_trials(cfg, specs, opened, progress, worker)
             if worker is None:  # the launcher trains the arms once its workers are done
                 run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
-            return _wrap_up(cfg, specs, opened, stopped, fault, worker=worker, finish_study=finish_study)
+            return _wrap_up(cfg, specs, opened, stopped, fault, worker, finish_study, write_report)
     except UserError:
         if worker is not None or not undo_if_fruitless(opened):
             warn_unlogged(tracker.close(timeout=opened.flush))
@@ -181,7 +184,14 @@ def _run_trials(
         current = guard("widening the search", lambda: widen_step(cfg, study, specs))
         if step_population is not None and size > 1 and total - begun > 1:
             outcomes = step_population(
-                cfg, current, study, opened.datamodule, tracker, parent, progress, size=min(size, total - begun)
+                cfg,
+                current,
+                study,
+                opened.datamodule,
+                tracker,
+                parent,
+                progress,
+                size=min(size, total - begun),
             )
         else:
             outcome = _one_trial(
@@ -204,9 +214,9 @@ def _wrap_up(
     opened: Tracked,
     stopped: str | None,
     fault: str | None,
-    *,
     worker: dict[str, Any] | None,
     finish_study: bool,
+    write_report: ReportWriter | None,
 ) -> StudyResult:
     """Ends the study (summary, report) where this process is the one to, else its tracking."""
     study, tracker, parent = opened.study, opened.tracker, opened.parent
@@ -216,7 +226,16 @@ def _wrap_up(
     if worker is None:
         fault = fault or no_result(study)
     if worker is None or (finish_study and complete):
-        report = finish(cfg, specs, study, tracker, parent, stopped or fault, flush=opened.flush)
+        report = finish(
+            cfg,
+            specs,
+            study,
+            tracker,
+            parent,
+            stopped or fault,
+            flush=opened.flush,
+            write_report=write_report,
+        )
     else:
         warn_unlogged(tracker.close(timeout=opened.flush))
     return StudyResult(

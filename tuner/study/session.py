@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
-from tuner import stopping
+from tuner import devices, stopping
 from tuner._testpoint import point
 from tuner.compat import storage_of, study_id
 from tuner.config.nodes import plain
@@ -82,9 +83,7 @@ def sidecar_wanted(cfg: DictConfig) -> bool:
     value = cfg.tracking.get("sidecar", "auto")
     if isinstance(value, bool):
         return value
-    from tuner.launch.plan import cpu_cores
-
-    cores = cpu_cores()
+    cores = devices.cpu_cores()
     return cores > int(cfg.trainer.get("num_threads") or cores)
 
 
@@ -221,6 +220,11 @@ def warn_unlogged(problems: list[str]) -> None:
         print(f"warning: not logged in MLflow: {line}", file=sys.stderr)
 
 
+#: Writes a finished study's report and returns its Markdown file (``tuner.report.study_report``):
+#: handed in by the command line and the launchers, as the report reads the study.
+ReportWriter = Callable[[DictConfig, optuna.Study, MlflowClient, str], Path]
+
+
 def finish(
     cfg: DictConfig,
     specs: list[ParamSpec],
@@ -230,8 +234,10 @@ def finish(
     stopped: str | None,
     *,
     flush: float,
+    write_report: ReportWriter | None,
 ) -> Path | None:
-    """Writes the summary to the parent run, then the plots and report; returns the report."""
+    """Writes the summary to the parent run, then the plots and report (``write_report``, if
+    given and ``report.enabled``); returns the report."""
     log_choice_bests(tracker, parent, study, specs)
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
@@ -252,13 +258,11 @@ def finish(
     warn_unlogged(tracker.close(timeout=flush))
     if stopping.requested():  # Ctrl-C while the summary was sent: the next run writes the report
         raise KeyboardInterrupt(stopping.requested())
-    if not (cfg.get("report") and cfg.report.enabled):
+    if write_report is None or not (cfg.get("report") and cfg.report.enabled):
         return None
     point("report")
-    from tuner.report.build import write_report
-
     try:  # the trials are safe in the stores; a plot that fails must not hide that
-        return write_report(cfg, study, client=tracker.client, parent_run_id=parent).markdown
+        return write_report(cfg, study, tracker.client, parent)
     except Exception as exc:
         print(
             f"warning: the report could not be written ({type(exc).__name__}: {exc}); "

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.processes import process_alive
+
 #: Placeholder run ids of runs created while the server was away start with this.
 PENDING = "pending-"
 
@@ -80,20 +82,6 @@ def orphaned_spools(spool_dir: Path, experiment: str) -> list[Path]:
         if pid.isdigit() and int(pid) != os.getpid() and not process_alive(int(pid)):
             found.append(path)
     return found
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process of this machine lives (a zombie, ended but not reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:  # no /proc (macOS): the signal check is all there is
-        return True
 
 
 def describe(ops: list[Op], *, names: dict[str, str], ids: dict[str, str]) -> str:

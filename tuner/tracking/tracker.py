@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 
 from tuner.compat import hard_delete
-from tuner.preflight import probe_server
 from tuner.secrets import mask_secrets, mask_value
+from tuner.tracking.health import probe_server
 from tuner.tracking.sidecar import Sidecar
 from tuner.tracking.spool import SpoolWriter
 from tuner.tracking.spool_format import PENDING, Op, orphaned_spools, spool_file

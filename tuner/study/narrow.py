@@ -20,8 +20,8 @@ from mlflow.entities import Param
 from omegaconf import DictConfig
 
 from tuner.config.nodes import plain
-from tuner.finder.settings import FINDER_ATTR
 from tuner.search.space import ParamSpec
+from tuner.search.widen import FINDER_ATTR
 from tuner.study.optuna_study import build_sampler
 from tuner.tracking.tracker import Tracker
 
