@@ -125,8 +125,9 @@ def queue_screening(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.S
     count, why_not = screen_count(cfg)
     # Said where screening was plausible: not for a study shorter than the screening itself
     # (every quick try with a few trials would print it).
-    if why_not and int(cfg.study.n_trials) >= int(cfg.search.screen):
-        print(f"note: no screening trials (search.screen={cfg.search.screen}): {why_not}")
+    wanted = int(cfg.search.get("screen", 8) or 0)  # a search file of your own may not name it
+    if why_not and int(cfg.study.n_trials) >= wanted:
+        print(f"note: no screening trials (search.screen={wanted}): {why_not}")
     if not count:
         return 0
     spec = lr_spec(specs)
