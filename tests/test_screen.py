@@ -114,3 +114,48 @@ def test_a_short_study_or_a_grid_screens_nothing_and_says_why(tmp_path: Path, ru
     study = optuna.load_study(study_name="g", storage=_journal(tmp_path))
     assert not any(t.user_attrs.get(SCREEN_ATTR) for t in study.trials)
     assert all(t.user_attrs.get("steps") == 60 for t in study.trials)
+
+
+def test_screening_keys_never_block_resuming_a_study(tmp_path: Path, run_cli):
+    """Screening acts when a study is created: changing its keys later reopens the same study."""
+    args = (*TINY, "search=lr", "study.name=again", "study.n_trials=4", "search.screen=2")
+    code, out, _ = run_cli(*args)
+    assert code == 0, out
+    code, out, _ = run_cli(*args[:-2], "study.n_trials=5", "search.screen=0", "search.screen_promote=1")
+    assert code == 0, out
+    assert len(optuna.load_study(study_name="again", storage=_journal(tmp_path)).trials) == 5
+
+
+def test_a_screening_run_as_long_as_the_trial_is_skipped(tmp_path: Path, run_cli):
+    code, out, _ = run_cli(
+        *TINY,
+        "trainer.max_steps=8",
+        "trainer.val_check_interval=4",
+        "search=lr",
+        "search.screen=2",
+        "study.n_trials=4",
+        "study.name=short",
+    )
+    assert code == 0, out
+    assert "a screening run would be as long as a full one (trainer.max_steps=8)" in out
+
+
+def test_workers_wait_for_the_promoted_trials_before_drawing_new_ones(tmp_path: Path, run_cli):
+    """Two workers, two screening trials: the worker that finishes first waits for the other's
+    screening trial, so the promoted trials are drawn first and none is left waiting."""
+    code, out, _ = run_cli(
+        *TINY,
+        "search=lr",
+        "search.screen=2",
+        "study.n_trials=4",
+        "launcher=local",
+        "launcher.workers=2",
+        "study.name=pair",
+    )
+    assert code == 0, out
+    study = optuna.load_study(study_name="pair", storage=_journal(tmp_path))
+    states = sorted(t.state.name for t in study.trials)
+    assert states.count("WAITING") == 0 and len(study.trials) == 4, states
+    promoted = [t for t in study.trials if "promoted_from" in t.user_attrs]
+    assert sorted(t.user_attrs["promoted_from"] for t in promoted) == sorted(study.user_attrs[PROMOTED_ATTR])
+    assert len(promoted) == 2 and all(t.state == COMPLETE for t in promoted)

@@ -33,6 +33,7 @@ from tuner.study.arms import arm_names, comparison_table, run_arms
 from tuner.study.narrow import narrow_from_finder
 from tuner.study.optuna_study import AskTellGrid, build_sampler, count_finished, count_started
 from tuner.study.progress import StudyProgress
+from tuner.study.screen import awaiting_promotion
 from tuner.study.session import (
     ReportWriter,
     Tracked,
@@ -179,6 +180,12 @@ def _run_trials(
             time.sleep(min(poll, WAIT_POLL))
             continue
         waiting = False
+        if heartbeat_enabled(storage_of(study)) and guard(
+            "looking at the screening", lambda: awaiting_promotion(study)
+        ):
+            # Another worker runs the last screening trial: the best ones go first once it ends.
+            time.sleep(min(poll, WAIT_POLL))
+            continue
         # Re-read each time: another worker may have widened the range meanwhile.
         # search.widen_max_decades counts from the searched specs given here.
         current = guard("widening the search", lambda: widen_step(cfg, study, specs))

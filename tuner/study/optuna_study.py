@@ -19,7 +19,7 @@ from tuner.errors import UserError
 from tuner.search.space import ParamSpec, grid
 from tuner.storage.coordination import SURPLUS_ATTR, retried_numbers
 from tuner.storage.storages import build_storage
-from tuner.study.screen import queue_screening
+from tuner.study.screen import SCREEN_KEYS, queue_screening
 
 FINGERPRINT_ATTR = "tuner.fingerprint"
 SAMPLERS = ("tpe", "random", "gp", "cmaes", "qmc", "grid")
@@ -103,7 +103,13 @@ def fingerprint(cfg: DictConfig) -> str:
     The study's total, seeds of sampling and output paths may change between runs of
     one study; the model, data, fixed hyper-parameters and space may not.
     """
-    keep = {k: cfg[k] for k in ("data", "model", "search", "trainer") if k in cfg}
+    keep: dict[str, Any] = {k: cfg[k] for k in ("data", "model", "search", "trainer") if k in cfg}
+    if "search" in keep:
+        # Screening acts only when a study is created: its keys never make trials incomparable
+        # (and left out, a study made before they existed hashes as it did).
+        search = OmegaConf.to_container(cfg.search, resolve=True)
+        assert isinstance(search, dict)
+        keep["search"] = {k: v for k, v in search.items() if k not in SCREEN_KEYS}
     keep["metric"] = cfg.study.metric
     keep["direction"] = cfg.study.direction
     # The fixed parts of optimizer and schedule matter, except what the space samples.

@@ -50,6 +50,9 @@ SCREEN_ATTR = "screen"
 SCREEN_VALUE_ATTR = "screen_value"
 #: Study attribute: the trial numbers promoted to full trials (set once).
 PROMOTED_ATTR = "tuner.screen_promoted"
+#: The search keys of screening (they act when a study is created, so they are not part of
+#: what makes its trials comparable: ``tuner.study.optuna_study.fingerprint``).
+SCREEN_KEYS = ("screen", "screen_fraction", "screen_promote")
 #: The fewest steps a screening run trains, whatever the fraction.
 MIN_STEPS = 10
 
@@ -94,6 +97,8 @@ def screen_count(cfg: DictConfig) -> tuple[int, str | None]:
         return 0, "sampler=grid fixes its own points"
     if int(cfg.study.n_trials) < 2 * wanted:
         return 0, f"it needs study.n_trials >= {2 * wanted} (at most half of the trials screen)"
+    if screen_steps(cfg) >= int(cfg.trainer.max_steps):
+        return 0, f"a screening run would be as long as a full one (trainer.max_steps={cfg.trainer.max_steps})"
     return wanted, None
 
 
@@ -141,6 +146,17 @@ def queue_screening(cfg: DictConfig, specs: Sequence[ParamSpec], study: optuna.S
     return count
 
 
+def awaiting_promotion(study: optuna.Study) -> bool:
+    """Whether a worker should wait before asking: every screening trial has started, some
+    still run, and the best are not yet queued again. A trial asked now would be drawn before
+    the promoted ones and could take the slot one of them needs."""
+    if PROMOTED_ATTR in study.user_attrs:
+        return False
+    screens = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get(SCREEN_ATTR)]
+    states = {t.state for t in screens}
+    return optuna.trial.TrialState.RUNNING in states and optuna.trial.TrialState.WAITING not in states
+
+
 def is_screening(trial: optuna.Trial) -> bool:
     return bool(trial.user_attrs.get(SCREEN_ATTR))
 
@@ -161,7 +177,7 @@ def screened(outcome: Outcome) -> Outcome:
     (a failure stays a failure; a guard's or pruner's reason is kept)."""
     if outcome.state == "FAIL":
         return outcome
-    reason = outcome.reason or f"screened: a {outcome.steps}-step run (search.screen)"
+    reason = outcome.reason or f"screened: a short run of {outcome.steps} steps (search.screen)"
     return replace(outcome, state="PRUNED", reason=reason, metrics={})
 
 
