@@ -114,7 +114,9 @@ def test_a_sigkilled_worker_trial_is_failed_requeued_and_its_run_killed(tmp_path
     assert killed.state == TrialState.FAIL
     assert victim.number in retried_numbers(study.trials)
     retry = [t for t in study.trials if t.system_attrs.get("failed_trial") == victim.number]
-    assert len(retry) == 1 and retry[0].state == TrialState.COMPLETE
+    # Run again to its own end: complete, or stopped by a guard (the workers' samplers are
+    # seeded at random, and a sampled LR may not learn or may diverge in 300 steps).
+    assert len(retry) == 1 and retry[0].state in (TrialState.COMPLETE, TrialState.PRUNED)
     assert retry[0].params == killed.params
     _, trials = runs(tmp_path, "kill")
     by_id = {r.info.run_id: r for r in trials}
