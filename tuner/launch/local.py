@@ -108,16 +108,7 @@ def run_local(
             with StudyProgress(live=False, quiet=quiet) as progress:
                 run_arms(cfg, specs, study, opened.datamodule, tracker, parent, progress)
         fault = fault or no_result(study)
-        report = finish(
-            cfg,
-            specs,
-            study,
-            tracker,
-            parent,
-            stopped or fault,
-            flush=opened.flush,
-            write_report=study_report,
-        )
+        report = finish(cfg, specs, opened, stopped or fault, write_report=study_report)
     # A fault is said once, as the command's last line (exit code 3).
     return StudyResult(
         study,

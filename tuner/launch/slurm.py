@@ -163,16 +163,7 @@ def run_slurm(cfg: DictConfig, specs: list[ParamSpec], *, quiet: bool) -> StudyR
         )
     fault = no_result(study)  # jobs that failed every trial: exit 3, the first reason
     with stopping.graceful_stop():  # Ctrl-C: at the next safe point; a second one at once
-        report = finish(
-            cfg,
-            specs,
-            study,
-            tracker,
-            parent,
-            stopped or fault,
-            flush=opened.flush,
-            write_report=study_report,
-        )
+        report = finish(cfg, specs, opened, stopped or fault, write_report=study_report)
     return StudyResult(
         study, tracker.uri, parent, stopped, report, fault, experiment_id=tracker.experiment_id
     )

@@ -233,16 +233,7 @@ def _wrap_up(
     if worker is None:
         fault = fault or no_result(study)
     if worker is None or (finish_study and complete):
-        report = finish(
-            cfg,
-            specs,
-            study,
-            tracker,
-            parent,
-            stopped or fault,
-            flush=opened.flush,
-            write_report=write_report,
-        )
+        report = finish(cfg, specs, opened, stopped or fault, write_report=write_report)
     else:
         warn_unlogged(tracker.close(timeout=opened.flush))
     return StudyResult(

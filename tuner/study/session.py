@@ -228,16 +228,14 @@ ReportWriter = Callable[[DictConfig, optuna.Study, MlflowClient, str], Path]
 def finish(
     cfg: DictConfig,
     specs: list[ParamSpec],
-    study: optuna.Study,
-    tracker: Tracker,
-    parent: str,
+    opened: Tracked,
     stopped: str | None,
     *,
-    flush: float,
     write_report: ReportWriter | None,
 ) -> Path | None:
-    """Writes the summary to the parent run, then the plots and report (``write_report``, if
-    given and ``report.enabled``); returns the report."""
+    """Writes the summary to the study's parent run, then the plots and report
+    (``write_report``, if given and ``report.enabled``); returns the report."""
+    study, tracker, parent, flush = opened.study, opened.tracker, opened.parent, opened.flush
     log_choice_bests(tracker, parent, study, specs)
     best = best_trials(study, top=1)
     summary: dict[str, Any] = {"n_finished": count_finished(study)}
